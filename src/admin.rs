@@ -1,0 +1,118 @@
+//! The admin listener: liveness, readiness, Prometheus metrics and a JSON status of every
+//! pool and deployment. Keep it on a private address.
+
+use crate::shared::Shared;
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use prometheus::Encoder;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// Serves /healthz, /readyz, /metrics and /status.
+pub struct Admin {
+    shared: Arc<Shared>,
+}
+
+impl Admin {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Admin { shared }
+    }
+}
+
+fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .header("cache-control", "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+/// Why the instance is not ready, or `None` when it is: every model needs at least one
+/// healthy deployment.
+pub fn not_ready_reason(shared: &Shared) -> Option<String> {
+    let config = shared.config();
+    for model in config.models.values() {
+        let usable = model.pools.iter().any(|&p| {
+            config.pools[p]
+                .deployments
+                .iter()
+                .any(|d| d.state.is_healthy())
+        });
+        if !usable {
+            return Some(format!("model `{}` has no healthy deployment", model.name));
+        }
+    }
+    None
+}
+
+/// The status document: what runs and how each deployment is doing. No keys.
+pub fn status_json(shared: &Shared) -> serde_json::Value {
+    let config = shared.config();
+    let pools: Vec<_> = config
+        .pools
+        .iter()
+        .map(|p| {
+            let deployments: Vec<_> = p
+                .deployments
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "name": d.name,
+                        "region": d.region,
+                        "endpoint": d.endpoint.url(),
+                        "deployment": d.deployment,
+                        "healthy": d.state.is_healthy(),
+                        "inflight": d.state.inflight.load(Relaxed),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": p.name,
+                "kind": p.kind.as_str(),
+                "spill_at_utilization": p.spill_at_utilization,
+                "deployments": deployments,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "config_hash": config.hash,
+        "ready": not_ready_reason(shared).is_none(),
+        "pools": pools,
+    })
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        match path.as_str() {
+            "/healthz" => respond(200, "text/plain", b"ok\n".to_vec()),
+            "/readyz" => match not_ready_reason(&self.shared) {
+                None => respond(200, "text/plain", b"ready\n".to_vec()),
+                Some(why) => respond(
+                    503,
+                    "text/plain",
+                    format!("not ready: {why}\n").into_bytes(),
+                ),
+            },
+            "/metrics" => {
+                let mut out = Vec::new();
+                let encoder = prometheus::TextEncoder::new();
+                match encoder.encode(&prometheus::gather(), &mut out) {
+                    Ok(()) => respond(200, encoder.format_type(), out),
+                    Err(e) => respond(500, "text/plain", e.to_string().into_bytes()),
+                }
+            }
+            "/status" => respond(
+                200,
+                "application/json",
+                status_json(&self.shared).to_string().into_bytes(),
+            ),
+            _ => respond(404, "text/plain", b"not found\n".to_vec()),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Assembles a gateway process: Pingora server, proxy service, admin service. `main` and the
+//! tests both start gateways through here.
+
+use crate::admin::Admin;
+use crate::config::Loaded;
+use crate::proxy::Gateway;
+use crate::shared::Shared;
+use pingora::server::configuration::Opt;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::Service;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Builds the server and its services from a validated config.
+pub fn build(loaded: Loaded, opt: Opt, config_path: Option<PathBuf>) -> (Server, Arc<Shared>) {
+    let Loaded { config, server } = loaded;
+    let listen = config.listen.clone();
+    let admin_listen = config.admin_listen.clone();
+    let shared = Shared::new(config, config_path);
+    let mut srv = Server::new_with_opt_and_conf(opt, server);
+    srv.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &srv.configuration,
+        Gateway::new(shared.clone()),
+        "spillway proxy",
+    );
+    for addr in &listen {
+        proxy.add_tcp(addr);
+    }
+    srv.add_service(proxy);
+
+    if let Some(addr) = admin_listen {
+        let mut admin = Service::new("spillway admin".to_string(), Admin::new(shared.clone()));
+        admin.add_tcp(&addr);
+        srv.add_service(admin);
+    }
+    (srv, shared)
+}
+
+/// A shutdown signal driven by a channel instead of Unix signals, for gateways embedded in
+/// another process (tests, the demo).
+pub struct ChannelSignal(pub tokio::sync::Mutex<tokio::sync::mpsc::Receiver<ShutdownSignal>>);
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for ChannelSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        self.0
+            .lock()
+            .await
+            .recv()
+            .await
+            .unwrap_or(ShutdownSignal::FastShutdown)
+    }
+}
+
+/// A gateway running on its own thread inside this process.
+pub struct Embedded {
+    pub shared: Arc<Shared>,
+    stop: tokio::sync::mpsc::Sender<ShutdownSignal>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Embedded {
+    /// Starts the gateway's services on a new thread and returns at once; the listeners are
+    /// bound shortly after, so callers wait for readiness over HTTP.
+    pub fn start(loaded: Loaded) -> Self {
+        let (server, shared) = build(loaded, Opt::default(), None);
+        let (stop, rx) = tokio::sync::mpsc::channel(1);
+        let thread = std::thread::Builder::new()
+            .name("spillway-embedded".into())
+            .spawn(move || {
+                server.run(RunArgs {
+                    shutdown_signal: Box::new(ChannelSignal(tokio::sync::Mutex::new(rx))),
+                })
+            })
+            .ok();
+        Embedded {
+            shared,
+            stop,
+            thread,
+        }
+    }
+
+    /// Stops the gateway and waits for its thread.
+    pub fn stop(mut self) {
+        let _ = self.stop.try_send(ShutdownSignal::FastShutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

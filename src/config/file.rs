@@ -1,0 +1,270 @@
+//! The YAML file as written by operators: serde structs that mirror it, nothing more.
+//!
+//! Every field is documented here because this is the contract operators and tests rely on.
+//! Validation and defaults that depend on other fields live in `build.rs`; no serde type
+//! leaves the `config` module.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+pub struct FileConfig {
+    /// Pingora `ServerConf` fields, passed through untouched (threads, pid_file, upgrade_sock,
+    /// grace_period_seconds, graceful_shutdown_timeout_seconds, ...).
+    #[serde(default)]
+    pub server: Option<serde_yaml::Value>,
+    /// Client-facing listener(s): one `host:port` or a list.
+    pub listen: OneOrMany,
+    /// Admin listener for /healthz, /readyz, /metrics and /status. Keep it off the public network.
+    #[serde(default)]
+    pub admin_listen: Option<String>,
+    /// Who may call the gateway; each tenant has its own keys.
+    #[serde(default)]
+    pub tenants: Vec<TenantFile>,
+    /// Output-token caps and body limits.
+    #[serde(default)]
+    pub governance: GovernanceFile,
+    /// Groups of upstream deployments, tried in the order a model lists them.
+    #[serde(default)]
+    pub pools: Vec<PoolFile>,
+    /// Model alias (what clients ask for) to the pools it may use, in order of preference:
+    /// a list of pool names, or a map with `pools` and per-model settings.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelFile>,
+    /// When and how often a failed attempt is replayed elsewhere.
+    #[serde(default)]
+    pub retry: RetryFile,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+}
+
+/// A single value or a list of them (`listen: a` or `listen: [a, b]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// A calling team.
+#[derive(Debug, Deserialize)]
+pub struct TenantFile {
+    /// Name used in metrics and logs.
+    pub name: String,
+    /// Keys accepted in `api-key` or `Authorization: Bearer`. `${VAR}` reads the environment.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// Token budget per minute (prompt + output, estimated at admission, corrected by usage).
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    /// Request budget per minute.
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Caps for this tenant's requests; they take precedence over the model's and the global.
+    #[serde(default)]
+    pub caps: CapsFile,
+}
+
+/// Cap settings that a model or a tenant may override.
+#[derive(Debug, Deserialize, Default)]
+pub struct CapsFile {
+    #[serde(default)]
+    pub sync_max_tokens: Option<u32>,
+    #[serde(default)]
+    pub stream_max_tokens: Option<u32>,
+    #[serde(default)]
+    pub default_max_tokens: Option<u32>,
+    #[serde(default)]
+    pub on_exceed: Option<OnExceedFile>,
+}
+
+/// A model alias: the short form (a list of pools) or the long form with settings.
+#[derive(Debug)]
+pub enum ModelFile {
+    Pools(Vec<String>),
+    Spec(ModelSpecFile),
+}
+
+/// The long form of a model alias.
+#[derive(Debug, Deserialize)]
+pub struct ModelSpecFile {
+    /// Pools in order of preference.
+    pub pools: Vec<String>,
+    /// Lower the synchronous cap to what each deployment's measured output rate can finish
+    /// within `timeouts.sync_total_ms`.
+    #[serde(default)]
+    pub adaptive_sync_cap: bool,
+    /// Caps for this model; a tenant's caps take precedence.
+    #[serde(default)]
+    pub caps: CapsFile,
+}
+
+// By hand rather than `untagged`, so that errors and unknown fields inside the long form are
+// reported with their own path instead of "did not match any variant".
+impl<'de> Deserialize<'de> for ModelFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ModelFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of pool names, or a map with `pools`")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<ModelFile, A::Error> {
+                Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(a))
+                    .map(ModelFile::Pools)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<ModelFile, A::Error> {
+                Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(a))
+                    .map(ModelFile::Spec)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// What to do with a request whose output limit is above the cap.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExceedFile {
+    /// Rewrite the limit down to the cap.
+    #[default]
+    Clamp,
+    /// Answer 400 naming the cap.
+    Reject,
+}
+
+/// Output-token governance.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct GovernanceFile {
+    /// Cap for non-streaming requests (about 33 tokens/s times a 60 s window gives ~2,000).
+    pub sync_max_tokens: u32,
+    /// Cap for streaming requests.
+    pub stream_max_tokens: u32,
+    /// Limit injected when the client sends none.
+    pub default_max_tokens: u32,
+    /// `clamp` or `reject`.
+    pub on_exceed: OnExceedFile,
+    /// Largest request body accepted, in bytes; larger ones get 413 without being read.
+    pub max_body_bytes: usize,
+    /// Share of the synchronous window an adaptive cap lets the output use (0-1].
+    pub adaptive_safety: f64,
+    /// The adaptive cap never goes below this.
+    pub adaptive_min_tokens: u32,
+}
+
+impl Default for GovernanceFile {
+    fn default() -> Self {
+        GovernanceFile {
+            sync_max_tokens: 2000,
+            stream_max_tokens: 8000,
+            default_max_tokens: 1000,
+            on_exceed: OnExceedFile::Clamp,
+            max_body_bytes: 4 * 1024 * 1024,
+            adaptive_safety: 0.8,
+            adaptive_min_tokens: 256,
+        }
+    }
+}
+
+/// Billing model of a pool.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolKindFile {
+    /// Provisioned Throughput (PTU): a leaky-bucket utilization.
+    Provisioned,
+    /// Standard pay-as-you-go: TPM/RPM quota.
+    Standard,
+}
+
+/// A group of interchangeable deployments.
+#[derive(Debug, Deserialize)]
+pub struct PoolFile {
+    /// Name referenced by `models`.
+    pub name: String,
+    /// `provisioned` or `standard`.
+    pub kind: PoolKindFile,
+    /// Leave a deployment alone once its reported utilization reaches this percentage.
+    #[serde(default)]
+    pub spill_at_utilization: Option<f64>,
+    /// Default in-flight limit for each deployment of the pool (0 or absent: none).
+    #[serde(default)]
+    pub max_inflight: Option<u32>,
+    /// The deployments.
+    #[serde(default)]
+    pub deployments: Vec<DeploymentFile>,
+}
+
+/// One Azure OpenAI deployment.
+#[derive(Debug, Deserialize)]
+pub struct DeploymentFile {
+    /// Unique name across all pools, used in metrics, logs and `x-ms-deployment-name`.
+    pub name: String,
+    /// Azure region, for metrics and health grouping.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `https://NAME.openai.azure.com` (or `http://` for tests and the simulator).
+    pub endpoint: String,
+    /// The upstream deployment name that replaces the client's model alias.
+    pub deployment: String,
+    /// The deployment's key, sent as `api-key`. `${VAR}` reads the environment.
+    pub api_key: String,
+    /// Relative share of traffic inside its pool.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// In-flight limit for this deployment; overrides the pool's.
+    #[serde(default)]
+    pub max_inflight: Option<u32>,
+}
+
+/// Replay policy.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RetryFile {
+    /// Upstream statuses that are replayed on another deployment.
+    pub on_status: Vec<u16>,
+    /// Upper bound on upstream attempts per request, the first one included.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryFile {
+    fn default() -> Self {
+        RetryFile {
+            on_status: vec![408, 429, 500, 502, 503, 504],
+            max_attempts: 3,
+        }
+    }
+}
+
+/// Upstream timeouts in milliseconds.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct TimeoutsFile {
+    /// TCP (and TLS) connect.
+    pub connect_ms: u64,
+    /// Longest wait for any read from the upstream: must exceed time-to-first-token.
+    pub first_byte_ms: u64,
+    /// The synchronous window the caps are sized for (Azure's is 60 s).
+    pub sync_total_ms: u64,
+}
+
+impl Default for TimeoutsFile {
+    fn default() -> Self {
+        TimeoutsFile {
+            connect_ms: 2000,
+            first_byte_ms: 30000,
+            sync_total_ms: 60000,
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The validated configuration the gateway runs on. No serde here: it is built once per
+//! load by `build.rs`, shared behind an `Arc`, and swapped whole on reload.
+
+use crate::config::Secret;
+use crate::governance::adaptive::AdaptivePolicy;
+use crate::governance::budget::{BudgetLimits, LocalBudget};
+use crate::governance::caps::CapPolicy;
+use crate::routing::state::DeploymentState;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything a request needs, immutable for the request's whole life.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: Vec<String>,
+    pub admin_listen: Option<String>,
+    pub tenants: Tenants,
+    pub governance: Governance,
+    pub pools: Vec<Pool>,
+    pub models: HashMap<String, Model>,
+    pub retry: Retry,
+    pub timeouts: Timeouts,
+    /// Hash of the file's text, shown on /status so operators can tell which file runs.
+    pub hash: String,
+}
+
+impl Config {
+    pub fn model(&self, alias: &str) -> Option<&Model> {
+        self.models.get(alias)
+    }
+
+    /// Every deployment of every pool, in pool order.
+    pub fn deployments(&self) -> impl Iterator<Item = (&Pool, &Arc<Deployment>)> {
+        self.pools
+            .iter()
+            .flat_map(|p| p.deployments.iter().map(move |d| (p, d)))
+    }
+}
+
+/// Tenants indexed by key for a single hash lookup per request.
+#[derive(Default)]
+pub struct Tenants {
+    by_key: HashMap<Box<str>, Arc<Tenant>>,
+    all: Vec<Arc<Tenant>>,
+}
+
+impl Tenants {
+    pub(crate) fn new(all: Vec<(Arc<Tenant>, Vec<Secret>)>) -> Self {
+        let mut by_key = HashMap::new();
+        let mut tenants = Vec::with_capacity(all.len());
+        for (tenant, keys) in all {
+            for key in keys {
+                by_key.insert(Box::from(key.expose()), tenant.clone());
+            }
+            tenants.push(tenant);
+        }
+        Tenants {
+            by_key,
+            all: tenants,
+        }
+    }
+
+    pub fn authenticate(&self, key: &str) -> Option<&Arc<Tenant>> {
+        self.by_key.get(key)
+    }
+
+    pub fn all(&self) -> &[Arc<Tenant>] {
+        &self.all
+    }
+}
+
+/// Lists tenant names only: the keys are secrets.
+impl std::fmt::Debug for Tenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.all.iter().map(|t| &t.name))
+            .finish()
+    }
+}
+
+/// A calling team.
+#[derive(Debug)]
+pub struct Tenant {
+    pub name: String,
+    pub limits: BudgetLimits,
+    pub caps: CapOverrides,
+    /// Live budget; shared with the previous config when the tenant survives a reload.
+    pub budget: Arc<LocalBudget>,
+}
+
+/// Cap settings that override the global ones for a model or a tenant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapOverrides {
+    pub sync_max_tokens: Option<u32>,
+    pub stream_max_tokens: Option<u32>,
+    pub default_max_tokens: Option<u32>,
+    pub on_exceed: Option<OnExceed>,
+}
+
+impl CapOverrides {
+    /// `base` with these overrides applied.
+    pub fn over(&self, base: CapPolicy) -> CapPolicy {
+        CapPolicy {
+            sync_max_tokens: self.sync_max_tokens.unwrap_or(base.sync_max_tokens),
+            stream_max_tokens: self.stream_max_tokens.unwrap_or(base.stream_max_tokens),
+            default_max_tokens: self.default_max_tokens.unwrap_or(base.default_max_tokens),
+            on_exceed: self.on_exceed.unwrap_or(base.on_exceed),
+        }
+    }
+}
+
+/// What to do when a request asks for more output than the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExceed {
+    Clamp,
+    Reject,
+}
+
+/// Output-token governance.
+#[derive(Debug, Clone)]
+pub struct Governance {
+    /// The global caps.
+    pub caps: CapPolicy,
+    pub max_body_bytes: usize,
+    /// How a measured rate becomes a synchronous cap, for models that ask for it.
+    pub adaptive: AdaptivePolicy,
+}
+
+impl Governance {
+    /// The caps for a request: global, then the model's overrides, then the tenant's.
+    pub fn policy(&self, model: &Model, tenant: &Tenant) -> CapPolicy {
+        tenant.caps.over(model.caps.over(self.caps))
+    }
+}
+
+/// Billing model of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    Provisioned,
+    Standard,
+}
+
+impl PoolKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolKind::Provisioned => "provisioned",
+            PoolKind::Standard => "standard",
+        }
+    }
+}
+
+/// A group of interchangeable deployments.
+#[derive(Debug)]
+pub struct Pool {
+    pub name: String,
+    pub kind: PoolKind,
+    /// Percent of reported utilization at which the pool's deployments are avoided.
+    pub spill_at_utilization: f64,
+    pub deployments: Vec<Arc<Deployment>>,
+}
+
+/// One upstream deployment with its live state.
+#[derive(Debug)]
+pub struct Deployment {
+    pub name: String,
+    pub region: String,
+    pub endpoint: Endpoint,
+    /// The upstream deployment name that replaces the client's alias.
+    pub deployment: String,
+    pub api_key: Secret,
+    pub weight: u32,
+    pub max_inflight: Option<u32>,
+    /// Shared with the previous config when the same deployment survives a reload.
+    pub state: Arc<DeploymentState>,
+}
+
+/// Where a deployment lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header value: the host, with the port when it is not the scheme's default.
+    pub authority: String,
+}
+
+impl Endpoint {
+    pub fn url(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.authority
+        )
+    }
+}
+
+/// A model alias and the pools it may use, as indices into `Config::pools`, in order.
+#[derive(Debug)]
+pub struct Model {
+    pub name: String,
+    pub pools: Vec<usize>,
+    pub adaptive_sync_cap: bool,
+    pub caps: CapOverrides,
+}
+
+/// Replay policy.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub on_status: Vec<u16>,
+    pub max_attempts: u32,
+}
+
+impl Retry {
+    pub fn retries_status(&self, status: u16) -> bool {
+        self.on_status.contains(&status)
+    }
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub sync_total: Duration,
+}

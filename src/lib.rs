@@ -1,0 +1,19 @@
+//! Spillway: an edge gateway for Azure OpenAI on Pingora. Token governance, PTU-first
+//! routing with spillover to Standard deployments, and replay before the client sees an error.
+//!
+//! The modules follow a request's path: `config` → `proxy` (admission, phases) →
+//! `governance` (body, caps) → `routing` (deployment choice) → upstream. `sim` is the Azure
+//! OpenAI simulator the tests and the demo run against; it shares no code with the gateway.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod governance;
+pub mod proxy;
+pub mod routing;
+pub mod shared;
+pub mod sim;

@@ -1,0 +1,174 @@
+//! `request_filter`'s work: identify the route, the tenant and the model, read and parse the
+//! body, apply the caps and charge the tenant's budget. Anything wrong ends here with an
+//! Azure-shaped answer, before any upstream work.
+
+use super::ctx::RequestCtx;
+use super::read_body::{read_whole_body, ReadBodyError};
+use super::reply::Reply;
+use super::route::{classify, presented_key, Shape};
+use crate::governance::body::JsonBody;
+use crate::governance::budget::{BudgetStore, OverBudget};
+use crate::governance::{caps, prompt};
+use pingora::proxy::Session;
+use tokio::time::Instant;
+
+/// Longest client-supplied request id that is echoed back and logged.
+const MAX_REQUEST_ID: usize = 128;
+
+fn request_id(session: &Session) -> String {
+    session
+        .req_header()
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..)))
+}
+
+/// JSON, or no content type at all (lenient towards hand-written clients).
+fn is_json(content_type: Option<&[u8]>) -> bool {
+    let Some(ct) = content_type else { return true };
+    let mime = ct
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    mime.eq_ignore_ascii_case(b"application/json")
+        || (mime.len() > 5 && mime[mime.len() - 5..].eq_ignore_ascii_case(b"+json"))
+}
+
+/// Admits a request or says why not. On `Ok` the context holds route, tenant, model, body,
+/// caps and the budget charge.
+pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Reply> {
+    ctx.request_id = request_id(session);
+    let Some(mut route) = classify(session.req_header().uri.path()) else {
+        return Err(Reply::not_found());
+    };
+    let headers = &session.req_header().headers;
+    let key = presented_key(
+        headers.get("api-key").map(|v| v.as_bytes()),
+        headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+    );
+    let tenant = key
+        .and_then(|k| ctx.config.tenants.authenticate(k))
+        .cloned()
+        .ok_or_else(Reply::unauthorized)?;
+    ctx.tenant = Some(tenant.clone());
+    // The v1 shape names the model in the body, so its body is always parsed.
+    let parse = route.operation.is_generation() || route.shape == Shape::V1;
+    if parse
+        && !is_json(
+            headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+        )
+    {
+        return Err(Reply::new(
+            415,
+            "UnsupportedMediaType",
+            "the request body must be JSON (Content-Type: application/json)",
+        ));
+    }
+
+    let limit = ctx.config.governance.max_body_bytes;
+    let raw = read_whole_body(session, limit).await.map_err(|e| match e {
+        ReadBodyError::TooLarge { .. } => Reply::new(413, "RequestEntityTooLarge", e.to_string()),
+        ReadBodyError::LengthRequired => Reply::new(411, "LengthRequired", e.to_string()),
+        ReadBodyError::Read(_) => Reply::bad_request(e.to_string()),
+    })?;
+
+    let body = if parse {
+        let body = JsonBody::parse(raw).map_err(|e| Reply::bad_request(e.0))?;
+        if route.shape == Shape::V1 {
+            let (_, model) = body
+                .model
+                .as_ref()
+                .ok_or_else(|| Reply::bad_request("`model` is required on /openai/v1 paths"))?;
+            route.alias = Some(model.clone());
+        }
+        Some(body)
+    } else {
+        ctx.body_out = (!raw.is_empty()).then_some(raw);
+        None
+    };
+
+    let config = ctx.config.clone();
+    let alias = route.alias.as_deref().unwrap_or_default();
+    let model = config
+        .model(alias)
+        .ok_or_else(|| Reply::unknown_model(alias))?;
+
+    let mut estimate = 0;
+    if let Some(body) = &body {
+        if route.operation.is_generation() {
+            let policy = config.governance.policy(model, &tenant);
+            let capped = caps::decide(body, &policy, None).map_err(|e| Reply::bad_request(e.0))?;
+            ctx.prompt_tokens = body
+                .prompt_json()
+                .map_or(0, |p| u64::from(prompt::count_prompt(route.operation, p)));
+            estimate = ctx.prompt_tokens + capped.total_output;
+            ctx.policy = Some(policy);
+            ctx.capped = Some(capped);
+        }
+    }
+    match tenant.budget.admit(tenant.limits, estimate, Instant::now()) {
+        Ok(remaining) => {
+            ctx.remaining = remaining;
+            ctx.charged = Some(estimate);
+        }
+        Err(over) => return Err(over_budget(over)),
+    }
+
+    ctx.body = body;
+    ctx.route = Some(route);
+    Ok(())
+}
+
+fn over_budget(over: OverBudget) -> Reply {
+    match over {
+        OverBudget::RetryAfter { wait, remaining, what } => {
+            let ms = wait.as_millis().max(1);
+            let mut reply = Reply::new(
+                429,
+                "429",
+                format!(
+                    "This tenant's {what} per minute budget is used up. Please retry after {} seconds.",
+                    ms.div_ceil(1000)
+                ),
+            )
+            .with_header("retry-after-ms", ms.to_string())
+            .with_header("retry-after", ms.div_ceil(1000).to_string());
+            if let Some(t) = remaining.tokens {
+                reply = reply.with_header("x-ratelimit-remaining-tokens", t.to_string());
+            }
+            if let Some(r) = remaining.requests {
+                reply = reply.with_header("x-ratelimit-remaining-requests", r.to_string());
+            }
+            reply
+        }
+        OverBudget::TooLarge { estimate, tokens_per_minute } => Reply::bad_request(format!(
+            "This request may use {estimate} tokens (prompt plus output limit), more than this tenant's whole budget of {tokens_per_minute} tokens per minute. Lower max_tokens or shorten the prompt."
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json(None));
+        assert!(is_json(Some(b"application/json")));
+        assert!(is_json(Some(b"Application/JSON; charset=utf-8")));
+        assert!(is_json(Some(b"application/merge-patch+json")));
+        assert!(!is_json(Some(b"application/x-www-form-urlencoded")));
+        assert!(!is_json(Some(b"text/plain")));
+        assert!(!is_json(Some(b"json")));
+    }
+}

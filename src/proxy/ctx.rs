@@ -1,0 +1,92 @@
+//! The per-request context: what the phases learn about a request and hand to the next.
+
+use super::route::Route;
+use super::usage::{JsonUsage, Usage};
+use crate::config::{Config, Deployment, Tenant};
+use crate::governance::body::JsonBody;
+use crate::governance::budget::Remaining;
+use crate::governance::caps::{CapPolicy, Capped};
+use crate::routing::state::InflightGuard;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One upstream attempt, as the access log and `x-spillway-attempts` report it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub deployment: Arc<Deployment>,
+    pub pool: usize,
+    pub started: Instant,
+    /// Upstream status, or 0 when no response header arrived.
+    pub status: u16,
+    /// Why the attempt did not serve the request ("connect", "status", "timeout", ...).
+    pub outcome: &'static str,
+}
+
+/// Everything one request carries between phases.
+pub struct RequestCtx {
+    pub started: Instant,
+    pub request_id: String,
+    /// The config this request started on; a reload never changes it mid-request.
+    pub config: Arc<Config>,
+    pub tenant: Option<Arc<Tenant>>,
+    pub route: Option<Route>,
+    /// The parsed body of governed operations.
+    pub body: Option<JsonBody>,
+    /// The body to send when it is the same for every deployment (set by `request_filter`).
+    pub body_out: Option<Bytes>,
+    /// The body of the current attempt (may differ per deployment for the v1 shape).
+    pub attempt_body: Option<Bytes>,
+    pub attempts: Vec<Attempt>,
+    /// Holds the current attempt's deployment as busy.
+    pub inflight: Option<InflightGuard>,
+    /// The caps for this request (global, model, tenant merged).
+    pub policy: Option<CapPolicy>,
+    /// The limit decided for the current attempt.
+    pub capped: Option<Capped>,
+    /// Prompt tokens counted at admission.
+    pub prompt_tokens: u64,
+    /// Tokens charged to the tenant's budget at admission, settled when the request ends.
+    pub charged: Option<u64>,
+    /// The tenant's budget after admission, for `x-ratelimit-remaining-*`.
+    pub remaining: Remaining,
+    /// Side reader of a JSON response's usage.
+    pub json_usage: Option<JsonUsage>,
+    /// Usage the upstream reported for the served attempt.
+    pub usage: Option<Usage>,
+    /// When the served attempt's response ended.
+    pub finished: Option<Instant>,
+}
+
+impl RequestCtx {
+    pub fn new(config: Arc<Config>) -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            config,
+            tenant: None,
+            route: None,
+            body: None,
+            body_out: None,
+            attempt_body: None,
+            attempts: Vec::new(),
+            inflight: None,
+            policy: None,
+            capped: None,
+            prompt_tokens: 0,
+            charged: None,
+            remaining: Remaining::default(),
+            json_usage: None,
+            usage: None,
+            finished: None,
+        }
+    }
+
+    pub fn current(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+
+    pub fn tried(&self) -> Vec<Arc<Deployment>> {
+        self.attempts.iter().map(|a| a.deployment.clone()).collect()
+    }
+}

@@ -1,0 +1,221 @@
+//! The `ProxyHttp` implementation: each hook hands its work to plain functions in the sibling
+//! modules, so that what it does can be tested without a Pingora session.
+
+use super::admit::admit;
+use super::ctx::RequestCtx;
+use super::reply::Reply;
+use super::upstream::{next_peer, rewrite_request};
+use crate::shared::Shared;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::sync::Arc;
+
+/// The gateway proxy: one per process, shared by all requests.
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl Gateway {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Gateway { shared }
+    }
+}
+
+/// The status and code the client gets when Pingora reports a failure.
+fn failure_reply(e: &Error) -> Reply {
+    match e.etype() {
+        ErrorType::HTTPStatus(503) => Reply::new(
+            503,
+            "ServiceUnavailable",
+            e.context
+                .as_ref()
+                .map_or_else(|| "no deployment is available".into(), |c| c.to_string()),
+        ),
+        ErrorType::HTTPStatus(code) => Reply::new(*code, "UpstreamError", "the request failed"),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            Reply::new(
+                504,
+                "GatewayTimeout",
+                "the upstream deployment did not answer in time",
+            )
+        }
+        _ if e.esource() == &ErrorSource::Upstream => Reply::new(
+            502,
+            "BadGateway",
+            "the upstream deployment could not be reached or failed",
+        ),
+        _ => Reply::new(
+            500,
+            "InternalServerError",
+            "the gateway failed to handle the request",
+        ),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(self.shared.config())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match admit(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err(reply) => {
+                if reply.status == 413 || reply.status == 411 {
+                    // The unread rest of the body makes the connection unusable.
+                    session.set_keepalive(None);
+                }
+                reply.send(session, &ctx.request_id).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        next_peer(&self.shared, ctx).await
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        rewrite_request(req, ctx)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The body was read in request_filter; Pingora hands us only the retry buffer's tail
+        // (see read_body.rs), which is replaced by the whole body for this attempt.
+        if end_of_stream {
+            if let Some(full) = &ctx.attempt_body {
+                *body = Some(full.clone());
+            }
+        } else if body.is_some() {
+            *body = Some(Bytes::new());
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(a) = ctx.attempts.last_mut() {
+            a.status = resp.status.as_u16();
+            a.outcome = "response";
+        }
+        super::finish::watch_response(resp, ctx);
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        super::finish::observe_body(body.as_ref(), end_of_stream, ctx);
+        Ok(None)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        super::headers::annotate(resp, ctx)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(a) = ctx.attempts.last_mut() {
+            a.outcome = "connect";
+        }
+        ctx.inflight = None;
+        // Nothing reached the upstream: another deployment may take it.
+        e.set_retry((ctx.attempts.len() as u32) < ctx.config.retry.max_attempts);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if let Some(a) = ctx.attempts.last_mut() {
+            if a.outcome == "pending" {
+                a.outcome = "error";
+            }
+        }
+        ctx.inflight = None;
+        // The body is fully buffered, so a POST is as replayable as a GET; only a response
+        // that already reached the client makes a retry unsafe.
+        let fresh = session.response_written().is_none();
+        let budget = (ctx.attempts.len() as u32) < ctx.config.retry.max_attempts;
+        if fresh && budget {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let reply = failure_reply(e);
+        let code = if session.response_written().is_some() {
+            // Mid-response: the client connection is all that can be closed.
+            0
+        } else {
+            if let Err(write) = reply.send(session, &ctx.request_id).await {
+                log::debug!("could not send the error answer: {write}");
+            }
+            reply.status
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.inflight = None;
+        super::finish::settle(ctx);
+        super::finish::access_log(session, e, ctx);
+    }
+}

@@ -1,0 +1,90 @@
+//! Answers the gateway gives on its own, shaped like Azure OpenAI's errors so that SDKs parse
+//! them: `{"error": {"code": ..., "message": ...}}` with the matching status.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+/// An error answer: status, Azure-style code and a message for humans. Messages never carry
+/// secrets: they name fields and limits, not keys.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Reply {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn unauthorized() -> Self {
+        Reply::new(
+            401,
+            "401",
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.",
+        )
+    }
+
+    pub fn unknown_model(alias: &str) -> Self {
+        Reply::new(
+            404,
+            "DeploymentNotFound",
+            format!("The API deployment `{alias}` does not exist on this gateway. Ask your administrator for the model aliases you may use."),
+        )
+    }
+
+    pub fn not_found() -> Self {
+        Reply::new(404, "404", "Resource not found")
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Reply::new(400, "BadRequest", message)
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Bytes {
+        let v = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        Bytes::from(v.to_string())
+    }
+
+    /// Writes the whole answer to the client.
+    pub async fn send(&self, session: &mut Session, request_id: &str) -> Result<()> {
+        let body = self.body();
+        let mut h = ResponseHeader::build(self.status, Some(4))?;
+        h.insert_header("content-type", "application/json")?;
+        h.insert_header("content-length", body.len().to_string())?;
+        h.insert_header("x-request-id", request_id)?;
+        for (name, value) in &self.headers {
+            h.insert_header(*name, value.as_str())?;
+        }
+        session.write_response_header(Box::new(h), false).await?;
+        session.write_response_body(Some(body), true).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_azure_shaped() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&Reply::unknown_model("x").body()).unwrap();
+        assert_eq!(v["error"]["code"], "DeploymentNotFound");
+        assert!(v["error"]["message"].as_str().unwrap().contains("`x`"));
+    }
+}

@@ -1,0 +1,140 @@
+//! The upstream side of an attempt: the peer to connect to, the body to send and the request
+//! header rewrite (path, host, key).
+
+use super::ctx::{Attempt, RequestCtx};
+use super::route::Shape;
+use crate::config::Deployment;
+use crate::governance::body::Edits;
+use crate::governance::caps;
+use crate::routing::resolve;
+use crate::routing::select::{choose, Choice, NoChoice};
+use crate::shared::Shared;
+use bytes::Bytes;
+use pingora::http::RequestHeader;
+use pingora::prelude::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+use std::time::{Duration, Instant};
+
+/// Idle upstream connections are kept this long for reuse.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// Picks the deployment for the next attempt, records it, and builds its peer.
+pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    let config = ctx.config.clone();
+    let alias = ctx
+        .route
+        .as_ref()
+        .and_then(|r| r.alias.as_deref())
+        .unwrap_or_default();
+    let model = config
+        .model(alias)
+        .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "unknown model"))?;
+    let spin = shared.spin();
+    let Choice { pool, deployment } =
+        choose(&config, model, &ctx.tried(), spin).map_err(|why| {
+            let msg = match why {
+                NoChoice::AllTried => "every deployment of this model failed",
+                NoChoice::NoneUsable => "no deployment of this model is available",
+            };
+            Error::explain(ErrorType::HTTPStatus(503), msg)
+        })?;
+    ctx.attempt_body = attempt_body(ctx, model.adaptive_sync_cap, &deployment);
+    ctx.inflight = Some(deployment.state.enter());
+    ctx.attempts.push(Attempt {
+        deployment: deployment.clone(),
+        pool,
+        started: Instant::now(),
+        status: 0,
+        outcome: "pending",
+    });
+    let addr = resolve::address(&deployment.endpoint, &deployment.state, spin)
+        .await
+        .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e.to_string()))?;
+    let mut peer = HttpPeer::new(
+        addr,
+        deployment.endpoint.tls,
+        deployment.endpoint.host.clone(),
+    );
+    let t = &config.timeouts;
+    let streaming = ctx.body.as_ref().is_some_and(|b| b.stream);
+    peer.options.connection_timeout = Some(t.connect);
+    peer.options.total_connection_timeout = Some(t.connect * 2);
+    // A synchronous completion sends nothing until it is done, so its read timeout is the
+    // whole synchronous window; a stream must show its first bytes sooner.
+    peer.options.read_timeout = Some(if streaming {
+        t.first_byte
+    } else {
+        t.first_byte.max(t.sync_total)
+    });
+    peer.options.write_timeout = Some(t.first_byte);
+    peer.options.idle_timeout = Some(POOL_IDLE);
+    Ok(Box::new(peer))
+}
+
+/// The body for an attempt on `deployment`: the client's body with the caps applied (the
+/// adaptive cap depends on the deployment's measured rate) and, for the v1 shape, `model`
+/// set to the upstream deployment name. Bodies that are not parsed go out unchanged.
+fn attempt_body(ctx: &mut RequestCtx, adaptive: bool, deployment: &Deployment) -> Option<Bytes> {
+    let Some(body) = &ctx.body else {
+        return ctx.body_out.clone();
+    };
+    let route = ctx.route.as_ref()?;
+    let mut edits = Edits::default();
+    if let Some(policy) = &ctx.policy {
+        let adaptive_cap = (adaptive && !body.stream)
+            .then(|| {
+                ctx.config
+                    .governance
+                    .adaptive
+                    .cap_for(&deployment.state.rate, tokio::time::Instant::now())
+            })
+            .flatten();
+        // Admission already checked the static caps; an adaptive cap only lowers the limit.
+        if let Ok(capped) = caps::decide(body, policy, adaptive_cap) {
+            caps::edits(body, route.operation, &capped, &mut edits);
+            ctx.capped = Some(capped);
+        }
+    }
+    if route.shape == Shape::V1 {
+        if let Some((span, current)) = &body.model {
+            if *current != deployment.deployment {
+                edits.replace(
+                    span.clone(),
+                    serde_json::to_string(&deployment.deployment).ok()?,
+                );
+            }
+        }
+    }
+    Some(edits.apply(body))
+}
+
+/// Rewrites the request header for the chosen deployment: path, host, credentials, framing.
+pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
+    let (Some(attempt), Some(route)) = (ctx.current(), ctx.route.as_ref()) else {
+        return Error::e_explain(ErrorType::InternalError, "no attempt in progress");
+    };
+    let d = &attempt.deployment;
+    let path = route.upstream_path(&d.deployment, req.uri.query());
+    let uri = path
+        .parse::<http::Uri>()
+        .or_else(|_| Error::e_explain(ErrorType::InternalError, "bad upstream path"))?;
+    req.set_uri(uri);
+    req.insert_header(http::header::HOST, d.endpoint.authority.as_str())?;
+    // The tenant's credential never leaves the gateway; the deployment's replaces it.
+    req.remove_header(&http::header::AUTHORIZATION);
+    // Marked sensitive so that Pingora's debug logging of headers prints no key.
+    let mut key = http::HeaderValue::from_str(d.api_key.expose())
+        .or_else(|_| Error::e_explain(ErrorType::InternalError, "api_key is not a header value"))?;
+    key.set_sensitive(true);
+    req.insert_header("api-key", key)?;
+    req.remove_header(&http::header::EXPECT);
+    req.remove_header(&http::header::TRANSFER_ENCODING);
+    match &ctx.attempt_body {
+        Some(body) => req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?,
+        None => {
+            req.remove_header(&http::header::CONTENT_LENGTH);
+        }
+    }
+    req.insert_header("x-request-id", ctx.request_id.as_str())?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Reads `usage` from a non-streaming JSON response on the side, while the body is forwarded
+//! untouched, so budgets and rates are settled with what the upstream really generated.
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+
+/// Responses larger than this are not inspected (no completion body is near it).
+const MAX_INSPECTED: usize = 1024 * 1024;
+
+/// Token usage as Azure reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+/// Copies a JSON response as it passes, up to a bound, and parses its usage at the end.
+#[derive(Debug, Default)]
+pub struct JsonUsage {
+    buf: BytesMut,
+    overflow: bool,
+}
+
+impl JsonUsage {
+    pub fn feed(&mut self, chunk: &Bytes) {
+        if self.overflow {
+            return;
+        }
+        if self.buf.len() + chunk.len() > MAX_INSPECTED {
+            self.overflow = true;
+            self.buf = BytesMut::new();
+        } else {
+            self.buf.extend_from_slice(chunk);
+        }
+    }
+
+    pub fn finish(&mut self) -> Option<Usage> {
+        #[derive(Deserialize)]
+        struct Top {
+            usage: Option<Usage>,
+        }
+        let top: Top = serde_json::from_slice(&self.buf).ok()?;
+        self.buf = BytesMut::new();
+        top.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_from_split_body() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
+        let mut u = JsonUsage::default();
+        for part in body.chunks(9) {
+            u.feed(&Bytes::copy_from_slice(part));
+        }
+        assert_eq!(
+            u.finish(),
+            Some(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 7,
+                total_tokens: 12
+            })
+        );
+        let mut u = JsonUsage::default();
+        u.feed(&Bytes::from_static(b"{\"error\":{}}"));
+        assert_eq!(u.finish(), None);
+        let mut u = JsonUsage::default();
+        u.feed(&Bytes::from_static(b"{not json"));
+        assert_eq!(u.finish(), None);
+    }
+}

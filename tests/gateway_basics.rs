@@ -1,0 +1,187 @@
+//! The gateway's first slice end to end: both URL shapes, both auth headers, key replacement,
+//! path and model rewrite, Azure-shaped 401/404, and `spillway -t` on good and bad files.
+
+mod support;
+
+use spillway::sim::SimMode;
+use support::client::{call, post_json};
+use support::*;
+
+/// A gateway with alias `mini` served by one simulator, so a rewrite is visible.
+async fn one_region() -> (spillway::sim::SimHandle, Gateway) {
+    let sim = sim("eastus-ptu", SimMode::Unlimited).await;
+    let yaml = format!(
+        "tenants:\n  - name: search\n    api_keys: [{TENANT_KEY}]\npools:\n  - name: ptu\n    kind: provisioned\n    deployments:\n{}models:\n  mini: [ptu]\n",
+        deployment_yaml("eastus-ptu", &sim)
+    );
+    let gw = Gateway::start(&yaml).await;
+    (sim, gw)
+}
+
+#[tokio::test]
+async fn dated_shape_with_api_key_is_rewritten_and_rekeyed() {
+    let (sim, gw) = one_region().await;
+    let a = post_json(&gw.url(&chat_path("mini")), TENANT_KEY, chat_body("")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v = a.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(a.header("x-ms-deployment-name"), Some("eastus-ptu"));
+    assert!(a.header("x-request-id").is_some_and(|id| id.len() >= 16));
+
+    let seen = sim.requests();
+    assert_eq!(seen.len(), 1);
+    let r = &seen[0];
+    assert_eq!(
+        r.path,
+        "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(r.header("api-key"), Some("key-eastus-ptu"));
+    assert!(r.header("authorization").is_none());
+    assert!(!format!("{:?}", r.headers).contains(TENANT_KEY));
+    assert_eq!(r.json().unwrap()["messages"][0]["content"], "Say hello");
+}
+
+#[tokio::test]
+async fn v1_shape_with_bearer_rewrites_the_body_model() {
+    let (sim, gw) = one_region().await;
+    let a = call(
+        "POST",
+        &gw.url("/openai/v1/chat/completions"),
+        &[
+            ("authorization", &format!("Bearer {TENANT_KEY}")),
+            ("content-type", "application/json"),
+        ],
+        chat_body(r#""model":"mini""#),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let r = &sim.requests()[0];
+    assert_eq!(r.path, "/openai/v1/chat/completions");
+    assert_eq!(r.json().unwrap()["model"], "gpt-4o-mini");
+    assert_eq!(r.header("api-key"), Some("key-eastus-ptu"));
+    assert!(r.header("authorization").is_none());
+    assert_eq!(
+        r.header("content-length")
+            .map(|v| v.parse::<usize>().unwrap()),
+        Some(r.body.len())
+    );
+}
+
+#[tokio::test]
+async fn missing_or_wrong_key_gets_azure_401_and_never_reaches_upstream() {
+    let (sim, gw) = one_region().await;
+    for headers in [
+        vec![("content-type", "application/json")],
+        vec![
+            ("api-key", "bogus-key-123"),
+            ("content-type", "application/json"),
+        ],
+        vec![
+            ("authorization", "Basic dGVuYW50LWtleQ=="),
+            ("content-type", "application/json"),
+        ],
+    ] {
+        let a = call("POST", &gw.url(&chat_path("mini")), &headers, chat_body("")).await;
+        assert_eq!(a.status, 401);
+        assert_eq!(a.json()["error"]["code"], "401");
+        assert!(!a.text().contains("bogus-key-123"));
+    }
+    assert!(sim.requests().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_model_and_unknown_path_get_azure_404() {
+    let (sim, gw) = one_region().await;
+    let a = post_json(&gw.url(&chat_path("gpt-5")), TENANT_KEY, chat_body("")).await;
+    assert_eq!(a.status, 404);
+    assert_eq!(a.json()["error"]["code"], "DeploymentNotFound");
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("gpt-5"));
+    let a = post_json(&gw.url("/v1/chat/completions"), TENANT_KEY, chat_body("")).await;
+    assert_eq!(a.status, 404);
+    assert_eq!(a.json()["error"]["code"], "404");
+    let a = post_json(
+        &gw.url("/openai/v1/chat/completions"),
+        TENANT_KEY,
+        chat_body(r#""model":"nope""#),
+    )
+    .await;
+    assert_eq!(a.status, 404);
+    assert!(sim.requests().is_empty());
+}
+
+#[tokio::test]
+async fn embeddings_are_routed_the_same_way() {
+    let (sim, gw) = one_region().await;
+    let a = post_json(
+        &gw.url("/openai/deployments/mini/embeddings?api-version=2024-10-21"),
+        TENANT_KEY,
+        r#"{"input":"hello world"}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let r = &sim.requests()[0];
+    assert_eq!(
+        r.path,
+        "/openai/deployments/gpt-4o-mini/embeddings?api-version=2024-10-21"
+    );
+    assert_eq!(&r.body[..], br#"{"input":"hello world"}"#);
+}
+
+#[tokio::test]
+async fn request_id_is_kept_or_generated() {
+    let (sim, gw) = one_region().await;
+    let a = call(
+        "POST",
+        &gw.url(&chat_path("mini")),
+        &[("api-key", TENANT_KEY), ("x-request-id", "trace-123")],
+        chat_body(""),
+    )
+    .await;
+    assert_eq!(a.header("x-request-id"), Some("trace-123"));
+    assert_eq!(sim.requests()[0].header("x-request-id"), Some("trace-123"));
+}
+
+#[test]
+fn config_test_flag_lists_every_error() {
+    let dir = std::env::temp_dir().join(format!("spillway-t-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listen: nowhere\ntenants:\n  - name: a\n    api_keys: [\"${SPILLWAY_TEST_UNSET_VAR}\"]\npools:\n  - name: ptu\n    kind: provisioned\n    deployments: []\nmodels:\n  m: [ptu, missing]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["-t", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "bad.yaml",
+        "listen[0]",
+        "tenants[0].api_keys[0]: environment variable SPILLWAY_TEST_UNSET_VAR is not set",
+        "pools[0].deployments: pool has no deployments",
+        "models.m[1]: unknown pool `missing`",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+
+    let good = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/demo.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["-t", "-c"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

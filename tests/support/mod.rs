@@ -1,0 +1,126 @@
+//! Test harness: real simulators and a real gateway on ephemeral loopback ports, and a small
+//! HTTP client to talk to them.
+#![allow(dead_code)]
+
+pub mod client;
+
+use spillway::app::Embedded;
+use spillway::config;
+use spillway::sim::{self, SimConfig, SimHandle, SimMode};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The tenant key every test config accepts.
+pub const TENANT_KEY: &str = "tenant-key";
+
+/// An ephemeral loopback port, free at the time of the call (the kernel picks it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// A simulator with test-friendly timing (no waiting unless a test asks for it).
+pub async fn sim(name: &str, mode: SimMode) -> SimHandle {
+    sim::spawn(SimConfig {
+        name: name.into(),
+        region: name.split('-').next().unwrap_or(name).into(),
+        deployment: "gpt-4o-mini".into(),
+        api_key: Some(format!("key-{name}")),
+        mode,
+        ttft: Duration::from_millis(1),
+        tbt: Duration::from_millis(0),
+        natural_tokens: 20,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts")
+}
+
+/// The YAML lines of one deployment served by `sim` (its key is `key-<name>`).
+pub fn deployment_yaml(name: &str, sim: &SimHandle) -> String {
+    format!(
+        "      - name: {name}\n        region: {}\n        endpoint: {}\n        deployment: gpt-4o-mini\n        api_key: key-{name}\n",
+        name.split('-').next().unwrap_or(name),
+        sim.endpoint()
+    )
+}
+
+/// A gateway running in this process.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub embedded: Option<Embedded>,
+}
+
+impl Gateway {
+    /// Starts a gateway from `body` (a config without `listen`/`admin_listen`/`server`, which
+    /// are added here) and waits until both listeners answer.
+    pub async fn start(body: &str) -> Gateway {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let yaml = format!(
+            "server:\n  threads: 1\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlisten: {addr}\nadmin_listen: {admin}\n{body}"
+        );
+        let loaded = config::parse(&yaml, Path::new("test.yaml"), &|_| None, None)
+            .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{yaml}"));
+        let embedded = Embedded::start(loaded);
+        let gw = Gateway {
+            addr,
+            admin,
+            embedded: Some(embedded),
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    /// Waits for the listeners to be bound: polls until they accept, bounded in time.
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for target in [self.admin, self.addr] {
+            loop {
+                if tokio::net::TcpStream::connect(target).await.is_ok() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "gateway did not start listening on {target}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn shared(&self) -> &std::sync::Arc<spillway::shared::Shared> {
+        &self.embedded.as_ref().expect("running").shared
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(e) = self.embedded.take() {
+            e.stop();
+        }
+    }
+}
+
+/// The dated chat completions path for `alias`.
+pub fn chat_path(alias: &str) -> String {
+    format!("/openai/deployments/{alias}/chat/completions?api-version=2024-10-21")
+}
+
+/// A minimal chat body with extra top-level members appended (`""` for none).
+pub fn chat_body(extra: &str) -> String {
+    let sep = if extra.is_empty() { "" } else { "," };
+    format!(r#"{{"messages":[{{"role":"user","content":"Say hello"}}]{sep}{extra}}}"#)
+}
