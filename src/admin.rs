@@ -7,7 +7,6 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::Encoder;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// Serves /healthz, /readyz, /metrics and /status.
@@ -52,6 +51,7 @@ pub fn not_ready_reason(shared: &Shared) -> Option<String> {
 /// The status document: what runs and how each deployment is doing. No keys.
 pub fn status_json(shared: &Shared) -> serde_json::Value {
     let config = shared.config();
+    let now = tokio::time::Instant::now();
     let pools: Vec<_> = config
         .pools
         .iter()
@@ -60,14 +60,14 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
                 .deployments
                 .iter()
                 .map(|d| {
-                    serde_json::json!({
-                        "name": d.name,
-                        "region": d.region,
-                        "endpoint": d.endpoint.url(),
-                        "deployment": d.deployment,
-                        "healthy": d.state.is_healthy(),
-                        "inflight": d.state.inflight.load(Relaxed),
-                    })
+                    let mut v = d.state.status(&config.routing, now);
+                    v["name"] = d.name.clone().into();
+                    v["region"] = d.region.clone().into();
+                    v["endpoint"] = d.endpoint.url().into();
+                    v["deployment"] = d.deployment.clone().into();
+                    v["max_inflight"] = d.max_inflight.into();
+                    v["capacity_tokens_per_minute"] = d.capacity_tpm.into();
+                    v
                 })
                 .collect();
             serde_json::json!({

@@ -4,6 +4,7 @@
 use crate::admin::Admin;
 use crate::config::Loaded;
 use crate::proxy::Gateway;
+use crate::routing::health::HealthChecker;
 use crate::shared::Shared;
 use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -29,6 +30,10 @@ pub fn build(loaded: Loaded, opt: Opt, config_path: Option<PathBuf>) -> (Server,
         proxy.add_tcp(addr);
     }
     srv.add_service(proxy);
+    srv.add_service(pingora::services::background::background_service(
+        "spillway health checks",
+        HealthChecker::new(shared.clone()),
+    ));
 
     if let Some(addr) = admin_listen {
         let mut admin = Service::new("spillway admin".to_string(), Admin::new(shared.clone()));

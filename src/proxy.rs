@@ -18,6 +18,7 @@ mod finish;
 mod gateway;
 mod headers;
 pub mod read_body;
+mod replay;
 pub mod reply;
 pub mod route;
 mod upstream;

@@ -2,6 +2,7 @@
 //! on reload, read lock-free per request) and where it came from.
 
 use crate::config::Config;
+use crate::routing::retry_budget::RetryBudget;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,6 +14,8 @@ pub struct Shared {
     /// The file the config was read from; `None` for configs built in code (demo, tests).
     pub config_path: Option<PathBuf>,
     spin: AtomicU32,
+    /// Process-wide, so that no reload resets it.
+    pub retry_budget: RetryBudget,
 }
 
 impl Shared {
@@ -21,6 +24,7 @@ impl Shared {
             config: ArcSwap::from_pointee(config),
             config_path,
             spin: AtomicU32::new(0),
+            retry_budget: RetryBudget::default(),
         })
     }
 

@@ -75,6 +75,38 @@ pub fn from_yaml(
     let retry = Retry {
         on_status: raw.retry.on_status,
         max_attempts: raw.retry.max_attempts,
+        budget_percent: raw.retry.budget_percent,
+        budget_min_per_second: raw.retry.budget_min_per_second,
+    };
+    if !(0.0..=100.0).contains(&retry.budget_percent) {
+        problems.push("retry.budget_percent", "must be between 0 and 100");
+    }
+    let r = &raw.routing;
+    if !(0.0..100.0).contains(&r.hysteresis_percent) {
+        problems.push("routing.hysteresis_percent", "must be between 0 and 100");
+    }
+    if r.eject_after_failures == 0 {
+        problems.push("routing.eject_after_failures", "must be at least 1");
+    }
+    let routing = crate::routing::state::RoutingPolicy {
+        max_cooldown: Duration::from_millis(r.max_cooldown_ms),
+        utilization_ttl: Duration::from_millis(r.utilization_ttl_ms),
+        hysteresis_percent: r.hysteresis_percent,
+        eject_after_failures: r.eject_after_failures,
+        eject_for: Duration::from_millis(r.eject_ms),
+    };
+    let h = &raw.health;
+    if h.interval_ms > 0 && (h.timeout_ms == 0 || h.unhealthy_after == 0 || h.healthy_after == 0) {
+        problems.push(
+            "health",
+            "timeout_ms, unhealthy_after and healthy_after must be at least 1",
+        );
+    }
+    let health = HealthPolicy {
+        interval: (h.interval_ms > 0).then(|| Duration::from_millis(h.interval_ms)),
+        timeout: Duration::from_millis(h.timeout_ms),
+        unhealthy_after: h.unhealthy_after,
+        healthy_after: h.healthy_after,
     };
     for (i, s) in retry.on_status.iter().enumerate() {
         if !(400..=599).contains(s) {
@@ -116,6 +148,8 @@ pub fn from_yaml(
             pools,
             models,
             retry,
+            routing,
+            health,
             timeouts: Timeouts {
                 connect: Duration::from_millis(t.connect_ms),
                 first_byte: Duration::from_millis(t.first_byte_ms),
@@ -442,6 +476,7 @@ fn build_pools(
                 api_key,
                 weight,
                 max_inflight: d.max_inflight.or(p.max_inflight).filter(|n| *n > 0),
+                capacity_tpm: d.capacity_tokens_per_minute.filter(|n| *n > 0),
                 state,
             }));
         }

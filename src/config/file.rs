@@ -38,6 +38,66 @@ pub struct FileConfig {
     /// Upstream timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsFile,
+    /// How saturation and failures move traffic.
+    #[serde(default)]
+    pub routing: RoutingFile,
+    /// Active health checks.
+    #[serde(default)]
+    pub health: HealthFile,
+}
+
+/// Saturation, cool-down and passive ejection settings.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RoutingFile {
+    /// Longest cool-down a 429's `retry-after(-ms)` may impose (Azure has sent 86400 s).
+    pub max_cooldown_ms: u64,
+    /// How long an `azure-openai-deployment-utilization` reading is trusted.
+    pub utilization_ttl_ms: u64,
+    /// A saturated deployment is used again once its utilization is this many points below
+    /// its pool's `spill_at_utilization`.
+    pub hysteresis_percent: f64,
+    /// Consecutive connect errors, 5xx or timeouts that eject a deployment.
+    pub eject_after_failures: u32,
+    /// First ejection's length; it doubles with each ejection in a row (up to 8x).
+    pub eject_ms: u64,
+}
+
+impl Default for RoutingFile {
+    fn default() -> Self {
+        RoutingFile {
+            max_cooldown_ms: 60_000,
+            utilization_ttl_ms: 10_000,
+            hysteresis_percent: 10.0,
+            eject_after_failures: 3,
+            eject_ms: 10_000,
+        }
+    }
+}
+
+/// Active health checks (a TCP, or TCP+TLS, connect to each deployment's endpoint).
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct HealthFile {
+    /// Time between checks of one deployment; 0 turns active checks off.
+    pub interval_ms: u64,
+    /// A check that takes longer fails.
+    pub timeout_ms: u64,
+    /// Consecutive failed checks that mark a deployment unhealthy.
+    pub unhealthy_after: u32,
+    /// Consecutive passed checks that mark it healthy again.
+    pub healthy_after: u32,
+}
+
+impl Default for HealthFile {
+    fn default() -> Self {
+        HealthFile {
+            interval_ms: 5_000,
+            timeout_ms: 2_000,
+            unhealthy_after: 2,
+            healthy_after: 1,
+        }
+    }
 }
 
 /// A single value or a list of them (`listen: a` or `listen: [a, b]`).
@@ -226,6 +286,10 @@ pub struct DeploymentFile {
     /// In-flight limit for this deployment; overrides the pool's.
     #[serde(default)]
     pub max_inflight: Option<u32>,
+    /// Tokens per minute the deployment can take (PTU count × per-PTU throughput). When set,
+    /// Spillway predicts utilization from the tokens it sent and spills before Azure's 429.
+    #[serde(default)]
+    pub capacity_tokens_per_minute: Option<u64>,
 }
 
 /// Replay policy.
@@ -236,6 +300,10 @@ pub struct RetryFile {
     pub on_status: Vec<u16>,
     /// Upper bound on upstream attempts per request, the first one included.
     pub max_attempts: u32,
+    /// Retries may be at most this percentage of the requests of the last 10 seconds...
+    pub budget_percent: f64,
+    /// ...plus this many per second, so that a quiet gateway can still retry.
+    pub budget_min_per_second: u32,
 }
 
 impl Default for RetryFile {
@@ -243,6 +311,8 @@ impl Default for RetryFile {
         RetryFile {
             on_status: vec![408, 429, 500, 502, 503, 504],
             max_attempts: 3,
+            budget_percent: 20.0,
+            budget_min_per_second: 5,
         }
     }
 }

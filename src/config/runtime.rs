@@ -5,7 +5,7 @@ use crate::config::Secret;
 use crate::governance::adaptive::AdaptivePolicy;
 use crate::governance::budget::{BudgetLimits, LocalBudget};
 use crate::governance::caps::CapPolicy;
-use crate::routing::state::DeploymentState;
+use crate::routing::state::{DeploymentState, RoutingPolicy};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +21,8 @@ pub struct Config {
     pub models: HashMap<String, Model>,
     pub retry: Retry,
     pub timeouts: Timeouts,
+    pub routing: RoutingPolicy,
+    pub health: HealthPolicy,
     /// Hash of the file's text, shown on /status so operators can tell which file runs.
     pub hash: String,
 }
@@ -171,6 +173,8 @@ pub struct Deployment {
     pub api_key: Secret,
     pub weight: u32,
     pub max_inflight: Option<u32>,
+    /// Known capacity in tokens per minute, for predicted utilization.
+    pub capacity_tpm: Option<u64>,
     /// Shared with the previous config when the same deployment survives a reload.
     pub state: Arc<DeploymentState>,
 }
@@ -209,6 +213,18 @@ pub struct Model {
 pub struct Retry {
     pub on_status: Vec<u16>,
     pub max_attempts: u32,
+    pub budget_percent: f64,
+    pub budget_min_per_second: u32,
+}
+
+/// Active health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// `None`: no active checks.
+    pub interval: Option<Duration>,
+    pub timeout: Duration,
+    pub unhealthy_after: u32,
+    pub healthy_after: u32,
 }
 
 impl Retry {

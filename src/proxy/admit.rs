@@ -129,6 +129,11 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Re
     Ok(())
 }
 
+/// Counts an admitted request towards the retry budget's base.
+pub fn count_request(shared: &crate::shared::Shared) {
+    shared.retry_budget.on_request(Instant::now());
+}
+
 fn over_budget(over: OverBudget) -> Reply {
     match over {
         OverBudget::RetryAfter { wait, remaining, what } => {

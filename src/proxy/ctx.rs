@@ -19,8 +19,19 @@ pub struct Attempt {
     pub started: Instant,
     /// Upstream status, or 0 when no response header arrived.
     pub status: u16,
-    /// Why the attempt did not serve the request ("connect", "status", "timeout", ...).
+    /// How the attempt ended ("pending", "response", "replayed", "connect", "error", ...).
     pub outcome: &'static str,
+    /// Why the model's first pool was passed over for this attempt, if it was.
+    pub spilled: Option<crate::routing::state::Skip>,
+    /// Tokens this attempt added to the deployment's admitted window.
+    pub admitted: u64,
+}
+
+impl Attempt {
+    /// A stale pooled connection says nothing about the deployment: it may be tried again.
+    pub fn counts_as_tried(&self) -> bool {
+        self.outcome != "stale-connection"
+    }
 }
 
 /// Everything one request carries between phases.
@@ -56,6 +67,11 @@ pub struct RequestCtx {
     pub usage: Option<Usage>,
     /// When the served attempt's response ended.
     pub finished: Option<Instant>,
+    /// Set while an upstream status is being turned into a replay, so that
+    /// `error_while_proxy` keeps the decision.
+    pub replaying: bool,
+    /// Why no deployment could be chosen, for the client's answer.
+    pub no_choice: Option<crate::routing::select::NoChoice>,
 }
 
 impl RequestCtx {
@@ -79,6 +95,8 @@ impl RequestCtx {
             json_usage: None,
             usage: None,
             finished: None,
+            replaying: false,
+            no_choice: None,
         }
     }
 
@@ -87,6 +105,10 @@ impl RequestCtx {
     }
 
     pub fn tried(&self) -> Vec<Arc<Deployment>> {
-        self.attempts.iter().map(|a| a.deployment.clone()).collect()
+        self.attempts
+            .iter()
+            .filter(|a| a.counts_as_tried())
+            .map(|a| a.deployment.clone())
+            .collect()
     }
 }

@@ -3,8 +3,10 @@
 
 use super::admit::admit;
 use super::ctx::RequestCtx;
+use super::replay;
 use super::reply::Reply;
 use super::upstream::{next_peer, rewrite_request};
+use crate::routing::select::NoChoice;
 use crate::shared::Shared;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,8 +27,14 @@ impl Gateway {
     }
 }
 
-/// The status and code the client gets when Pingora reports a failure.
-fn failure_reply(e: &Error) -> Reply {
+/// The status and code the client gets when Pingora reports a failure after `attempts`
+/// upstream attempts.
+fn failure_reply(e: &Error, attempts: usize) -> Reply {
+    let tried = if attempts > 1 {
+        format!(" ({attempts} attempts)")
+    } else {
+        String::new()
+    };
     match e.etype() {
         ErrorType::HTTPStatus(503) => Reply::new(
             503,
@@ -40,13 +48,13 @@ fn failure_reply(e: &Error) -> Reply {
             Reply::new(
                 504,
                 "GatewayTimeout",
-                "the upstream deployment did not answer in time",
+                format!("the upstream deployment did not answer in time{tried}"),
             )
         }
         _ if e.esource() == &ErrorSource::Upstream => Reply::new(
             502,
             "BadGateway",
-            "the upstream deployment could not be reached or failed",
+            format!("the upstream deployment could not be reached or failed{tried}"),
         ),
         _ => Reply::new(
             500,
@@ -66,7 +74,10 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         match admit(session, ctx).await {
-            Ok(()) => Ok(false),
+            Ok(()) => {
+                super::admit::count_request(&self.shared);
+                Ok(false)
+            }
             Err(reply) => {
                 if reply.status == 413 || reply.status == 411 {
                     // The unread rest of the body makes the connection unusable.
@@ -120,10 +131,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(a) = ctx.attempts.last_mut() {
-            a.status = resp.status.as_u16();
-            a.outcome = "response";
-        }
+        replay::on_response(&self.shared, ctx, resp)?;
         super::finish::watch_response(resp, ctx);
         Ok(())
     }
@@ -148,6 +156,18 @@ impl ProxyHttp for Gateway {
         super::headers::annotate(resp, ctx)
     }
 
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        error: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        // A replayed upstream status is routine and recorded per attempt in the access log
+        // and metrics; transport failures still get Pingora's warning.
+        matches!(error.etype(), ErrorType::HTTPStatus(_))
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -155,12 +175,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        let now = tokio::time::Instant::now();
+        replay::unadmit(ctx, now);
         if let Some(a) = ctx.attempts.last_mut() {
             a.outcome = "connect";
+            a.deployment
+                .state
+                .on_failure(true, &ctx.config.routing, now);
         }
         ctx.inflight = None;
         // Nothing reached the upstream: another deployment may take it.
-        e.set_retry((ctx.attempts.len() as u32) < ctx.config.retry.max_attempts);
+        e.set_retry(replay::may_replay(&self.shared, ctx, now));
         e
     }
 
@@ -173,21 +198,37 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        ctx.inflight = None;
+        if std::mem::take(&mut ctx.replaying) {
+            // upstream_response_filter already decided to replay this status.
+            return e;
+        }
+        let now = tokio::time::Instant::now();
+        let stale = client_reused
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError
+            )
+            && ctx.current().is_some_and(|a| a.status == 0);
         if let Some(a) = ctx.attempts.last_mut() {
             if a.outcome == "pending" {
-                a.outcome = "error";
+                a.outcome = if stale { "stale-connection" } else { "error" };
+            }
+            // A pooled connection the upstream had closed says nothing about its health.
+            if !stale && a.status == 0 {
+                a.deployment
+                    .state
+                    .on_failure(false, &ctx.config.routing, now);
             }
         }
-        ctx.inflight = None;
         // The body is fully buffered, so a POST is as replayable as a GET; only a response
         // that already reached the client makes a retry unsafe.
-        let fresh = session.response_written().is_none();
-        let budget = (ctx.attempts.len() as u32) < ctx.config.retry.max_attempts;
-        if fresh && budget {
-            e.retry.decide_reuse(client_reused);
-        } else {
-            e.set_retry(false);
+        let retry =
+            session.response_written().is_none() && replay::may_replay(&self.shared, ctx, now);
+        if retry {
+            replay::unadmit(ctx, now);
         }
+        e.set_retry(retry);
         e
     }
 
@@ -197,7 +238,22 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let reply = failure_reply(e);
+        let reply = match ctx.no_choice {
+            Some(NoChoice::AllThrottled(wait)) => {
+                let ms = wait.as_millis().max(1);
+                Reply::new(
+                    429,
+                    "429",
+                    format!(
+                        "Every deployment of this model is throttled. Please retry after {} seconds.",
+                        ms.div_ceil(1000)
+                    ),
+                )
+                .with_header("retry-after-ms", ms.to_string())
+                .with_header("retry-after", ms.div_ceil(1000).to_string())
+            }
+            _ => failure_reply(e, ctx.attempts.len()),
+        };
         let code = if session.response_written().is_some() {
             // Mid-response: the client connection is all that can be closed.
             0

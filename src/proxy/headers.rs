@@ -10,6 +10,21 @@ pub fn annotate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     if let Some(a) = ctx.current() {
         resp.insert_header("x-ms-deployment-name", a.deployment.name.as_str())?;
         resp.insert_header("x-spillway-region", a.deployment.region.as_str())?;
+        resp.insert_header("x-spillway-attempts", ctx.attempts.len().to_string())?;
+        let first = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.alias.as_deref())
+            .and_then(|m| ctx.config.model(m))
+            .and_then(|m| m.pools.first().copied());
+        if let Some(first) = first.filter(|f| *f != a.pool) {
+            let pools = &ctx.config.pools;
+            resp.insert_header(
+                "x-spillway-spillover",
+                format!("{}->{}", pools[first].name, pools[a.pool].name),
+            )?;
+            resp.insert_header("x-ms-spillover-from-deployment", pools[first].name.as_str())?;
+        }
     }
     if let Some(c) = &ctx.capped {
         resp.insert_header("x-spillway-max-tokens", c.applied.to_string())?;

@@ -21,6 +21,7 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 /// Picks the deployment for the next attempt, records it, and builds its peer.
 pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
     let config = ctx.config.clone();
+    let now = tokio::time::Instant::now();
     let alias = ctx
         .route
         .as_ref()
@@ -30,15 +31,31 @@ pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<Http
         .model(alias)
         .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "unknown model"))?;
     let spin = shared.spin();
-    let Choice { pool, deployment } =
-        choose(&config, model, &ctx.tried(), spin).map_err(|why| {
-            let msg = match why {
-                NoChoice::AllTried => "every deployment of this model failed",
-                NoChoice::NoneUsable => "no deployment of this model is available",
+    let Choice {
+        pool,
+        deployment,
+        spilled,
+    } = match choose(&config, model, &ctx.tried(), spin, &config.routing, now) {
+        Ok(c) => c,
+        Err(why) => {
+            ctx.no_choice = Some(why);
+            let status = if matches!(why, NoChoice::AllThrottled(_)) {
+                429
+            } else {
+                503
             };
-            Error::explain(ErrorType::HTTPStatus(503), msg)
-        })?;
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                "no deployment can take the request",
+            ));
+        }
+    };
     ctx.attempt_body = attempt_body(ctx, model.adaptive_sync_cap, &deployment);
+    let admitted = ctx.prompt_tokens + ctx.capped.as_ref().map_or(0, |c| c.total_output);
+    deployment
+        .state
+        .admitted
+        .add(deployment.state.second(now), admitted as i64);
     ctx.inflight = Some(deployment.state.enter());
     ctx.attempts.push(Attempt {
         deployment: deployment.clone(),
@@ -46,6 +63,8 @@ pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<Http
         started: Instant::now(),
         status: 0,
         outcome: "pending",
+        spilled,
+        admitted,
     });
     let addr = resolve::address(&deployment.endpoint, &deployment.state, spin)
         .await

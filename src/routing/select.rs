@@ -1,15 +1,22 @@
-//! Chooses the deployment for an attempt: pools in the model's order, and inside a pool the
-//! usable deployment with the least in-flight work per unit of weight.
+//! Chooses the deployment for an attempt: pools in the model's order; inside a pool the
+//! deployment with the least in-flight work per unit of weight among those that are healthy,
+//! not cooling down and not saturated. Saturation is soft: when every deployment is
+//! saturated, the least loaded one still beats refusing the request.
 
+use super::state::{RoutingPolicy, Skip};
 use crate::config::{Config, Deployment, Model};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
-/// The deployment picked for one attempt, and the pool it came from.
+/// The deployment picked for one attempt.
 #[derive(Debug, Clone)]
 pub struct Choice {
     pub pool: usize,
     pub deployment: Arc<Deployment>,
+    /// Why the model's first pool was passed over, when it was (a spillover).
+    pub spilled: Option<Skip>,
 }
 
 /// Why no deployment could be chosen.
@@ -17,55 +24,90 @@ pub struct Choice {
 pub enum NoChoice {
     /// Every deployment of the model was tried already in this request.
     AllTried,
-    /// Deployments remain, but all are unhealthy or at their limits.
+    /// Every remaining deployment is cooling down after 429s: the soonest frees up then.
+    AllThrottled(Duration),
+    /// Every remaining deployment is unhealthy, ejected or at its in-flight limit.
     NoneUsable,
 }
 
-fn usable(d: &Deployment) -> bool {
-    d.state.is_healthy()
-        && d.max_inflight
-            .is_none_or(|max| d.state.inflight.load(Relaxed) < max)
-}
-
-/// Picks a deployment for `model`, skipping those in `tried` (by name). `spin` breaks ties
-/// between equally loaded deployments so that traffic rotates instead of piling on the first.
+/// Picks a deployment for `model`, skipping those in `tried`. `spin` breaks ties between
+/// equally loaded deployments so that traffic rotates instead of piling on the first.
 pub fn choose(
     config: &Config,
     model: &Model,
     tried: &[Arc<Deployment>],
     spin: u32,
+    policy: &RoutingPolicy,
+    now: Instant,
 ) -> Result<Choice, NoChoice> {
     let mut untried = false;
-    for &pool_idx in &model.pools {
+    let mut first_skip: Option<Skip> = None;
+    let mut soonest_cooldown: Option<Duration> = None;
+    let mut only_cooldowns = true;
+    // The best soft-saturated candidate, used only if nothing better exists anywhere.
+    let mut fallback: Option<(u64, usize, &Arc<Deployment>, Skip)> = None;
+    for (rank, &pool_idx) in model.pools.iter().enumerate() {
         let pool = &config.pools[pool_idx];
         let n = pool.deployments.len();
         let mut best: Option<(u64, &Arc<Deployment>)> = None;
+        let mut pool_skip = None;
         for k in 0..n {
             let d = &pool.deployments[(k + spin as usize) % n];
             if tried.iter().any(|t| Arc::ptr_eq(t, d)) {
                 continue;
             }
             untried = true;
-            if !usable(d) {
-                continue;
-            }
             // In-flight per weight, scaled to stay integral.
-            let load = (d.state.inflight.load(Relaxed) as u64 * 1000) / d.weight as u64;
-            if best.is_none_or(|(b, _)| load < b) {
-                best = Some((load, d));
+            let load = u64::from(d.state.inflight.load(Relaxed)) * 1000 / u64::from(d.weight);
+            match d.state.skip(
+                d.max_inflight,
+                pool.spill_at_utilization,
+                d.capacity_tpm,
+                policy,
+                now,
+            ) {
+                None => {
+                    if best.is_none_or(|(b, _)| load < b) {
+                        best = Some((load, d));
+                    }
+                }
+                Some(skip) => {
+                    pool_skip.get_or_insert(skip);
+                    if skip == Skip::Cooldown {
+                        let left = d.state.cooldown_left(now).unwrap_or_default();
+                        soonest_cooldown = Some(soonest_cooldown.map_or(left, |s| s.min(left)));
+                    } else {
+                        only_cooldowns = false;
+                    }
+                    if !skip.is_hard() && fallback.is_none_or(|(b, _, _, _)| load < b) {
+                        fallback = Some((load, pool_idx, d, skip));
+                    }
+                }
             }
         }
         if let Some((_, d)) = best {
             return Ok(Choice {
                 pool: pool_idx,
                 deployment: d.clone(),
+                spilled: if rank == 0 { None } else { first_skip },
             });
         }
+        if rank == 0 {
+            first_skip = pool_skip;
+        }
     }
-    Err(if untried {
-        NoChoice::NoneUsable
-    } else {
-        NoChoice::AllTried
+    if let Some((_, pool, d, skip)) = fallback {
+        let first = model.pools.first().copied();
+        return Ok(Choice {
+            pool,
+            deployment: d.clone(),
+            spilled: (first != Some(pool)).then_some(first_skip.unwrap_or(skip)),
+        });
+    }
+    Err(match (untried, soonest_cooldown) {
+        (false, _) => NoChoice::AllTried,
+        (true, Some(wait)) if only_cooldowns => NoChoice::AllThrottled(wait),
+        _ => NoChoice::NoneUsable,
     })
 }
 
@@ -99,41 +141,51 @@ models:
             .config
     }
 
+    fn pick(c: &Config, tried: &[Arc<Deployment>]) -> Result<Choice, NoChoice> {
+        choose(
+            c,
+            c.model("m").unwrap(),
+            tried,
+            0,
+            &RoutingPolicy::default(),
+            Instant::now(),
+        )
+    }
+
     #[test]
     fn prefers_the_first_pool_until_it_is_full() {
         let c = conf();
-        let m = c.model("m").unwrap();
-        let first = choose(&c, m, &[], 0).unwrap();
-        assert_eq!(first.deployment.name, "p1");
+        let first = pick(&c, &[]).unwrap();
+        assert_eq!(
+            (first.deployment.name.as_str(), first.spilled),
+            ("p1", None)
+        );
         let _busy = first.deployment.state.enter();
-        let next = choose(&c, m, &[], 0).unwrap();
-        assert_eq!(next.pool, 1);
+        let next = pick(&c, &[]).unwrap();
+        assert_eq!((next.pool, next.spilled), (1, Some(Skip::Inflight)));
     }
 
     #[test]
     fn skips_tried_and_unhealthy_and_reports_why() {
         let c = conf();
-        let m = c.model("m").unwrap();
         let p1 = c.pools[0].deployments[0].clone();
         let s1 = c.pools[1].deployments[0].clone();
         let s2 = c.pools[1].deployments[1].clone();
-        s1.state.healthy.store(false, Relaxed);
-        let pick = choose(&c, m, std::slice::from_ref(&p1), 0).unwrap();
-        assert_eq!(pick.deployment.name, "s2");
+        s1.state.set_active_health(false);
         assert_eq!(
-            choose(&c, m, &[p1.clone(), s2.clone()], 0).unwrap_err(),
+            pick(&c, std::slice::from_ref(&p1)).unwrap().deployment.name,
+            "s2"
+        );
+        assert_eq!(
+            pick(&c, &[p1.clone(), s2.clone()]).unwrap_err(),
             NoChoice::NoneUsable
         );
-        assert_eq!(
-            choose(&c, m, &[p1, s1, s2], 0).unwrap_err(),
-            NoChoice::AllTried
-        );
+        assert_eq!(pick(&c, &[p1, s1, s2]).unwrap_err(), NoChoice::AllTried);
     }
 
     #[test]
     fn weight_and_load_spread_traffic() {
         let c = conf();
-        let m = c.model("m").unwrap();
         let p1 = c.pools[0].deployments[0].clone();
         let s1 = &c.pools[1].deployments[0];
         let s2 = &c.pools[1].deployments[1];
@@ -141,14 +193,48 @@ models:
         let _b = s2.state.enter();
         // s2 carries 2 at weight 3 (667) against s1's 0: s1 wins.
         assert_eq!(
-            choose(&c, m, std::slice::from_ref(&p1), 0)
-                .unwrap()
-                .deployment
-                .name,
+            pick(&c, std::slice::from_ref(&p1)).unwrap().deployment.name,
             "s1"
         );
         let _c = s1.state.enter();
         // s1 now 1000 per unit against s2's 667: s2 wins.
-        assert_eq!(choose(&c, m, &[p1], 0).unwrap().deployment.name, "s2");
+        assert_eq!(pick(&c, &[p1]).unwrap().deployment.name, "s2");
+    }
+
+    #[test]
+    fn cooldowns_everywhere_say_when_to_come_back() {
+        let c = conf();
+        let p = RoutingPolicy::default();
+        let now = Instant::now();
+        for (_, d) in c.deployments() {
+            d.state.on_throttled(Duration::from_secs(5), &p, now);
+        }
+        c.pools[1].deployments[1]
+            .state
+            .on_throttled(Duration::from_secs(2), &p, now);
+        match pick(&c, &[]) {
+            Err(NoChoice::AllThrottled(wait)) => assert!(wait <= Duration::from_secs(5)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn saturation_spills_but_a_saturated_pool_beats_none() {
+        let c = conf();
+        let p = RoutingPolicy::default();
+        let now = Instant::now();
+        c.pools[0].deployments[0]
+            .state
+            .on_utilization(95.0, 90.0, &p, now);
+        let spill = pick(&c, &[]).unwrap();
+        assert_eq!((spill.pool, spill.spilled), (1, Some(Skip::Utilization)));
+        for d in &c.pools[1].deployments {
+            d.state.on_utilization(100.0, 100.0, &p, now);
+        }
+        let fallback = pick(&c, &[]).unwrap();
+        assert_eq!(
+            fallback.deployment.name, "p1",
+            "least loaded saturated deployment"
+        );
     }
 }

@@ -1,48 +1,155 @@
 //! Live, lock-free state of one deployment: what the request path reads to decide where to
-//! send a request, and updates from every response. It outlives config reloads.
+//! send a request (health, cool-down, utilization, recent load), updated from every response.
+//! It outlives config reloads.
 
+use super::window::TokenWindow;
 use crate::governance::adaptive::RateMeter;
 use arc_swap::ArcSwapOption;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Addresses a deployment's host resolved to, and when they go stale.
 #[derive(Debug)]
 pub struct Resolved {
     pub addrs: Vec<SocketAddr>,
-    pub expires: Instant,
+    pub expires: std::time::Instant,
 }
+
+/// How routing reads and updates deployment state (from the `routing:` config section).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoutingPolicy {
+    /// Longest cool-down a 429 may impose (Azure has sent `retry-after: 86400`).
+    pub max_cooldown: Duration,
+    /// A utilization reading is trusted this long.
+    pub utilization_ttl: Duration,
+    /// Once saturated, a deployment stays avoided until its utilization falls this many
+    /// points below the spill threshold, so traffic does not flap at the threshold.
+    pub hysteresis_percent: f64,
+    /// Consecutive failures (connect errors, 5xx, timeouts) that eject a deployment.
+    pub eject_after_failures: u32,
+    /// First ejection's length; each further ejection in a row doubles it, up to 8x.
+    pub eject_for: Duration,
+}
+
+impl Default for RoutingPolicy {
+    fn default() -> Self {
+        RoutingPolicy {
+            max_cooldown: Duration::from_secs(60),
+            utilization_ttl: Duration::from_secs(10),
+            hysteresis_percent: 10.0,
+            eject_after_failures: 3,
+            eject_for: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a deployment is passed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Failed its active health checks.
+    Unhealthy,
+    /// Ejected after consecutive failures.
+    Ejected,
+    /// Cooling down after a 429.
+    Cooldown,
+    /// At its in-flight limit.
+    Inflight,
+    /// Reported utilization at or above the spill threshold.
+    Utilization,
+    /// Recently sent tokens predict saturation.
+    Predicted,
+}
+
+impl Skip {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::Unhealthy => "unhealthy",
+            Skip::Ejected => "ejected",
+            Skip::Cooldown => "cooldown",
+            Skip::Inflight => "inflight",
+            Skip::Utilization => "utilization",
+            Skip::Predicted => "predicted",
+        }
+    }
+
+    /// Hard reasons make a request fail or wait there; soft ones only make it worse off.
+    pub fn is_hard(self) -> bool {
+        !matches!(self, Skip::Utilization | Skip::Predicted)
+    }
+}
+
+const NONE: u64 = u64::MAX;
 
 /// Counters and flags of one deployment, shared by all requests.
 #[derive(Debug)]
 pub struct DeploymentState {
+    epoch: Instant,
     /// Requests currently sent to this deployment and not finished.
     pub inflight: AtomicU32,
-    /// Active health: false after failed checks or too many passive failures.
-    pub healthy: AtomicBool,
     /// DNS cache for hostname endpoints (IP literals never use it).
     pub resolved: ArcSwapOption<Resolved>,
     /// Set while one task refreshes `resolved`, so only one lookup runs at a time.
     pub resolving: AtomicBool,
     /// Measured output rate, for the adaptive synchronous cap.
     pub rate: RateMeter,
+    /// Estimated tokens sent per second over the last minute, corrected by real usage.
+    pub admitted: TokenWindow,
+    /// 429s received, for status and metrics.
+    pub throttled: AtomicU64,
+    cooldown_until_ms: AtomicU64,
+    utilization_permille: AtomicU32,
+    utilization_at_ms: AtomicU64,
+    saturated: AtomicBool,
+    active_healthy: AtomicBool,
+    /// Consecutive active-check results of the same kind (positive: passes, negative: fails).
+    check_streak: std::sync::atomic::AtomicI32,
+    failures: AtomicU32,
+    ejections: AtomicU32,
+    ejected_until_ms: AtomicU64,
+    /// The current ejection came from connection failures, which a passing active check
+    /// disproves; one from 5xx or timeouts runs its course.
+    ejected_by_connect: AtomicBool,
+}
+
+impl Default for DeploymentState {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl DeploymentState {
     pub fn new() -> Self {
         DeploymentState {
+            epoch: Instant::now(),
             inflight: AtomicU32::new(0),
-            healthy: AtomicBool::new(true),
             resolved: ArcSwapOption::empty(),
             resolving: AtomicBool::new(false),
             rate: RateMeter::default(),
+            admitted: TokenWindow::default(),
+            throttled: AtomicU64::new(0),
+            cooldown_until_ms: AtomicU64::new(0),
+            utilization_permille: AtomicU32::new(0),
+            utilization_at_ms: AtomicU64::new(NONE),
+            saturated: AtomicBool::new(false),
+            active_healthy: AtomicBool::new(true),
+            check_streak: std::sync::atomic::AtomicI32::new(0),
+            failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            ejected_by_connect: AtomicBool::new(false),
         }
     }
 
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Relaxed)
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// The second number used by the admitted-tokens window.
+    pub fn second(&self, now: Instant) -> u64 {
+        self.ms(now) / 1000
     }
 
     /// Counts a request as in flight until the guard is dropped.
@@ -50,11 +157,170 @@ impl DeploymentState {
         self.inflight.fetch_add(1, Relaxed);
         InflightGuard(self.clone())
     }
-}
 
-impl Default for DeploymentState {
-    fn default() -> Self {
-        Self::new()
+    /// A 429 told us to wait `retry_after` (capped by the policy).
+    pub fn on_throttled(&self, retry_after: Duration, policy: &RoutingPolicy, now: Instant) {
+        let until = self.ms(now) + retry_after.min(policy.max_cooldown).as_millis() as u64;
+        self.cooldown_until_ms.fetch_max(until, Relaxed);
+        self.throttled.fetch_add(1, Relaxed);
+    }
+
+    /// Time left in the current cool-down.
+    pub fn cooldown_left(&self, now: Instant) -> Option<Duration> {
+        let until = self.cooldown_until_ms.load(Relaxed);
+        let at = self.ms(now);
+        (until > at).then(|| Duration::from_millis(until - at))
+    }
+
+    /// Records `azure-openai-deployment-utilization` and moves the saturation latch.
+    pub fn on_utilization(
+        &self,
+        percent: f64,
+        spill_at: f64,
+        policy: &RoutingPolicy,
+        now: Instant,
+    ) {
+        let permille = (percent.clamp(0.0, 1000.0) * 10.0).round() as u32;
+        self.utilization_permille.store(permille, Relaxed);
+        self.utilization_at_ms.store(self.ms(now), Relaxed);
+        if percent >= spill_at {
+            self.saturated.store(true, Relaxed);
+        } else if percent < spill_at - policy.hysteresis_percent {
+            self.saturated.store(false, Relaxed);
+        }
+    }
+
+    /// The latest utilization reading, if still fresh.
+    pub fn utilization(&self, policy: &RoutingPolicy, now: Instant) -> Option<f64> {
+        let at = self.utilization_at_ms.load(Relaxed);
+        if at == NONE || self.ms(now).saturating_sub(at) > policy.utilization_ttl.as_millis() as u64
+        {
+            return None;
+        }
+        Some(f64::from(self.utilization_permille.load(Relaxed)) / 10.0)
+    }
+
+    /// Utilization predicted from the tokens sent in the last minute, for a deployment with
+    /// a known capacity.
+    pub fn predicted_utilization(&self, capacity_tpm: u64, now: Instant) -> f64 {
+        self.admitted.sum(self.second(now)) as f64 * 100.0 / capacity_tpm.max(1) as f64
+    }
+
+    /// A successful response: passive health recovers.
+    pub fn on_success(&self) {
+        self.failures.store(0, Relaxed);
+        self.ejections.store(0, Relaxed);
+    }
+
+    /// A connect error (`connect`), 5xx or timeout. Returns true when this failure ejected
+    /// the deployment.
+    pub fn on_failure(&self, connect: bool, policy: &RoutingPolicy, now: Instant) -> bool {
+        let n = self.failures.fetch_add(1, Relaxed) + 1;
+        if n < policy.eject_after_failures.max(1) {
+            return false;
+        }
+        let k = self.ejections.fetch_add(1, Relaxed).min(3);
+        let length = policy.eject_for * (1u32 << k);
+        self.ejected_until_ms
+            .store(self.ms(now) + length.as_millis() as u64, Relaxed);
+        self.ejected_by_connect.store(connect, Relaxed);
+        // Half-open when the ejection ends: the next failure ejects again, for longer.
+        self.failures
+            .store(policy.eject_after_failures.max(1) - 1, Relaxed);
+        true
+    }
+
+    /// Forces the active health flag (tests, and the checker below).
+    pub fn set_active_health(&self, healthy: bool) {
+        self.active_healthy.store(healthy, Relaxed);
+    }
+
+    /// Counts one active check; the flag flips after `unhealthy_after` fails in a row or
+    /// `healthy_after` passes in a row. Returns the new flag when it changed.
+    pub fn record_check(&self, ok: bool, unhealthy_after: u32, healthy_after: u32) -> Option<bool> {
+        let prev = self.check_streak.load(Relaxed);
+        let streak = match (ok, prev > 0) {
+            (true, true) => prev.saturating_add(1),
+            (true, false) => 1,
+            (false, false) => prev.saturating_sub(1),
+            (false, true) => -1,
+        };
+        self.check_streak.store(streak, Relaxed);
+        if ok && self.ejected_by_connect.swap(false, Relaxed) {
+            self.ejected_until_ms.store(0, Relaxed);
+        }
+        let healthy = self.is_healthy();
+        if !healthy && ok && streak >= healthy_after as i32 {
+            // Reachable again: a passive ejection from the same outage ends with it.
+            self.set_active_health(true);
+            self.on_success();
+            self.ejected_until_ms.store(0, Relaxed);
+            return Some(true);
+        }
+        if healthy && !ok && -streak >= unhealthy_after as i32 {
+            self.set_active_health(false);
+            return Some(false);
+        }
+        None
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.active_healthy.load(Relaxed)
+    }
+
+    /// Why this deployment should not take a request now, if it should not. `spill_at` is
+    /// its pool's threshold and `capacity_tpm` its configured capacity, if any.
+    pub fn skip(
+        &self,
+        max_inflight: Option<u32>,
+        spill_at: f64,
+        capacity_tpm: Option<u64>,
+        policy: &RoutingPolicy,
+        now: Instant,
+    ) -> Option<Skip> {
+        if !self.is_healthy() {
+            return Some(Skip::Unhealthy);
+        }
+        if self.ejected_until_ms.load(Relaxed) > self.ms(now) {
+            return Some(Skip::Ejected);
+        }
+        if self.cooldown_left(now).is_some() {
+            return Some(Skip::Cooldown);
+        }
+        if max_inflight.is_some_and(|max| self.inflight.load(Relaxed) >= max) {
+            return Some(Skip::Inflight);
+        }
+        match self.utilization(policy, now) {
+            Some(_) if self.saturated.load(Relaxed) => return Some(Skip::Utilization),
+            // A stale reading proves nothing; the latch waits for the next one.
+            _ => {}
+        }
+        if let Some(cap) = capacity_tpm {
+            if self.predicted_utilization(cap, now) >= spill_at {
+                return Some(Skip::Predicted);
+            }
+        }
+        None
+    }
+
+    /// Status fields for /status.
+    pub fn status(&self, policy: &RoutingPolicy, now: Instant) -> serde_json::Value {
+        let ejected_ms = self
+            .ejected_until_ms
+            .load(Relaxed)
+            .saturating_sub(self.ms(now));
+        serde_json::json!({
+            "healthy": self.is_healthy(),
+            "ejected_ms": ejected_ms,
+            "cooldown_ms": self.cooldown_left(now).map_or(0, |d| d.as_millis() as u64),
+            "utilization_percent": self.utilization(policy, now),
+            "saturated": self.saturated.load(Relaxed),
+            "inflight": self.inflight.load(Relaxed),
+            "admitted_tokens_last_minute": self.admitted.sum(self.second(now)),
+            "throttled_total": self.throttled.load(Relaxed),
+            "consecutive_failures": self.failures.load(Relaxed),
+            "output_tokens_per_second": self.rate.rate(now),
+        })
     }
 }
 
@@ -72,14 +338,143 @@ impl Drop for InflightGuard {
 mod tests {
     use super::*;
 
+    const P: RoutingPolicy = RoutingPolicy {
+        max_cooldown: Duration::from_secs(60),
+        utilization_ttl: Duration::from_secs(10),
+        hysteresis_percent: 10.0,
+        eject_after_failures: 3,
+        eject_for: Duration::from_secs(10),
+    };
+
+    fn skip(s: &DeploymentState) -> Option<Skip> {
+        s.skip(None, 90.0, None, &P, Instant::now())
+    }
+
     #[test]
     fn guard_counts_in_flight() {
         let s = Arc::new(DeploymentState::new());
         let a = s.enter();
         let b = s.enter();
         assert_eq!(s.inflight.load(Relaxed), 2);
+        assert_eq!(
+            s.skip(Some(2), 90.0, None, &P, Instant::now()),
+            Some(Skip::Inflight)
+        );
         drop(a);
         drop(b);
         assert_eq!(s.inflight.load(Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cooldown_is_capped_and_expires() {
+        let s = DeploymentState::new();
+        s.on_throttled(Duration::from_secs(86_400), &P, Instant::now());
+        assert_eq!(
+            s.cooldown_left(Instant::now()),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(skip(&s), Some(Skip::Cooldown));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(skip(&s), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn utilization_latch_has_hysteresis_and_goes_stale() {
+        let s = DeploymentState::new();
+        let now = Instant::now;
+        s.on_utilization(89.9, 90.0, &P, now());
+        assert_eq!(skip(&s), None);
+        s.on_utilization(90.0, 90.0, &P, now());
+        assert_eq!(skip(&s), Some(Skip::Utilization));
+        s.on_utilization(85.0, 90.0, &P, now());
+        assert_eq!(
+            skip(&s),
+            Some(Skip::Utilization),
+            "inside the hysteresis band"
+        );
+        s.on_utilization(79.9, 90.0, &P, now());
+        assert_eq!(skip(&s), None);
+        s.on_utilization(95.0, 90.0, &P, now());
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(skip(&s), None, "a stale reading does not block");
+        assert_eq!(s.utilization(&P, now()), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prediction_from_recent_tokens() {
+        let s = DeploymentState::new();
+        let now = Instant::now();
+        s.admitted.add(s.second(now), 9_000);
+        assert_eq!(
+            s.skip(None, 90.0, Some(10_000), &P, now),
+            Some(Skip::Predicted)
+        );
+        assert_eq!(s.skip(None, 90.0, Some(20_000), &P, now), None);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(s.skip(None, 90.0, Some(10_000), &P, Instant::now()), None);
+    }
+
+    #[test]
+    fn a_passing_check_ends_a_connect_ejection_only() {
+        let p = RoutingPolicy {
+            eject_after_failures: 1,
+            ..P
+        };
+        let s = DeploymentState::new();
+        assert!(s.on_failure(true, &p, Instant::now()));
+        assert_eq!(s.record_check(true, 2, 2), None);
+        assert_eq!(skip(&s), None, "reachable again");
+        assert!(s.on_failure(false, &p, Instant::now()));
+        s.record_check(true, 2, 2);
+        assert_eq!(
+            skip(&s),
+            Some(Skip::Ejected),
+            "a 503 is not disproved by a TCP connect"
+        );
+    }
+
+    #[test]
+    fn active_checks_flip_after_streaks() {
+        let s = DeploymentState::new();
+        assert_eq!(s.record_check(false, 2, 2), None);
+        assert_eq!(s.record_check(false, 2, 2), Some(false));
+        assert_eq!(s.record_check(false, 2, 2), None);
+        assert_eq!(s.record_check(true, 2, 2), None);
+        assert_eq!(
+            s.record_check(false, 2, 2),
+            None,
+            "a pass then a fail starts over"
+        );
+        assert_eq!(s.record_check(true, 2, 2), None);
+        assert_eq!(s.record_check(true, 2, 2), Some(true));
+        assert!(s.is_healthy());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_backs_off_and_heals() {
+        let s = DeploymentState::new();
+        assert!(!s.on_failure(false, &P, Instant::now()));
+        assert!(!s.on_failure(false, &P, Instant::now()));
+        assert!(s.on_failure(false, &P, Instant::now()));
+        assert_eq!(skip(&s), Some(Skip::Ejected));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(skip(&s), None, "half-open after the ejection");
+        assert!(
+            s.on_failure(false, &P, Instant::now()),
+            "one more failure ejects again"
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            skip(&s),
+            Some(Skip::Ejected),
+            "the second ejection lasts twice as long"
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        s.on_success();
+        assert_eq!(skip(&s), None);
+        assert!(
+            !s.on_failure(false, &P, Instant::now()),
+            "a success resets the count"
+        );
     }
 }

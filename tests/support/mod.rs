@@ -64,6 +64,7 @@ impl Gateway {
         let yaml = format!(
             "server:\n  threads: 1\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlisten: {addr}\nadmin_listen: {admin}\n{body}"
         );
+        let _ = env_logger::builder().is_test(true).try_init();
         let loaded = config::parse(&yaml, Path::new("test.yaml"), &|_| None, None)
             .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{yaml}"));
         let embedded = Embedded::start(loaded);
