@@ -6,10 +6,12 @@ use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use prometheus::Encoder;
 use std::sync::Arc;
 
-/// Serves /healthz, /readyz, /metrics and /status.
+/// A live view of /status: plain HTML and a few lines of script, no build step, no assets.
+const STATUS_PAGE: &str = include_str!("admin/status.html");
+
+/// Serves /healthz, /readyz, /metrics, /status and the status page at /.
 pub struct Admin {
     shared: Arc<Shared>,
 }
@@ -30,9 +32,12 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> 
         .unwrap_or_default()
 }
 
-/// Why the instance is not ready, or `None` when it is: every model needs at least one
-/// healthy deployment.
+/// Why the instance is not ready, or `None` when it is: not draining, and every model has at
+/// least one healthy deployment.
 pub fn not_ready_reason(shared: &Shared) -> Option<String> {
+    if shared.is_draining() {
+        return Some("draining".into());
+    }
     let config = shared.config();
     for model in config.models.values() {
         let usable = model.pools.iter().any(|&p| {
@@ -80,7 +85,10 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "config_hash": config.hash,
+        "config_path": shared.config_path,
         "ready": not_ready_reason(shared).is_none(),
+        "draining": shared.is_draining(),
+        "last_reload": *shared.last_reload.lock(),
         "pools": pools,
     })
 }
@@ -90,6 +98,11 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         match path.as_str() {
+            "/" => respond(
+                200,
+                "text/html; charset=utf-8",
+                STATUS_PAGE.as_bytes().to_vec(),
+            ),
             "/healthz" => respond(200, "text/plain", b"ok\n".to_vec()),
             "/readyz" => match not_ready_reason(&self.shared) {
                 None => respond(200, "text/plain", b"ready\n".to_vec()),
@@ -100,10 +113,9 @@ impl ServeHttp for Admin {
                 ),
             },
             "/metrics" => {
-                let mut out = Vec::new();
-                let encoder = prometheus::TextEncoder::new();
-                match encoder.encode(&prometheus::gather(), &mut out) {
-                    Ok(()) => respond(200, encoder.format_type(), out),
+                self.shared.metrics.refresh(&self.shared.config());
+                match self.shared.metrics.render() {
+                    Ok((out, content_type)) => respond(200, &content_type, out),
                     Err(e) => respond(500, "text/plain", e.to_string().into_bytes()),
                 }
             }

@@ -3,11 +3,14 @@
 
 use crate::admin::Admin;
 use crate::config::Loaded;
+use crate::ops::reload::Reloader;
+use crate::ops::signals::DrainingSignals;
 use crate::proxy::Gateway;
 use crate::routing::health::HealthChecker;
 use crate::shared::Shared;
 use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ pub fn build(loaded: Loaded, opt: Opt, config_path: Option<PathBuf>) -> (Server,
     let Loaded { config, server } = loaded;
     let listen = config.listen.clone();
     let admin_listen = config.admin_listen.clone();
-    let shared = Shared::new(config, config_path);
+    let shared = Shared::new(config, config_path, server.to_yaml());
     let mut srv = Server::new_with_opt_and_conf(opt, server);
     srv.bootstrap();
 
@@ -30,9 +33,13 @@ pub fn build(loaded: Loaded, opt: Opt, config_path: Option<PathBuf>) -> (Server,
         proxy.add_tcp(addr);
     }
     srv.add_service(proxy);
-    srv.add_service(pingora::services::background::background_service(
+    srv.add_service(background_service(
         "spillway health checks",
         HealthChecker::new(shared.clone()),
+    ));
+    srv.add_service(background_service(
+        "spillway config reload",
+        Reloader::new(shared.clone()),
     ));
 
     if let Some(addr) = admin_listen {
@@ -41,6 +48,14 @@ pub fn build(loaded: Loaded, opt: Opt, config_path: Option<PathBuf>) -> (Server,
         srv.add_service(admin);
     }
     (srv, shared)
+}
+
+/// Runs a gateway until a signal stops it (SIGTERM drains first; see `ops::signals`).
+pub fn run(server: Server, shared: Arc<Shared>) -> ! {
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainingSignals { shared }),
+    });
+    std::process::exit(0)
 }
 
 /// A shutdown signal driven by a channel instead of Unix signals, for gateways embedded in
@@ -68,9 +83,10 @@ pub struct Embedded {
 
 impl Embedded {
     /// Starts the gateway's services on a new thread and returns at once; the listeners are
-    /// bound shortly after, so callers wait for readiness over HTTP.
-    pub fn start(loaded: Loaded) -> Self {
-        let (server, shared) = build(loaded, Opt::default(), None);
+    /// bound shortly after, so callers wait for readiness over HTTP. With `config_path`, the
+    /// file is watched and reloaded like in a standalone gateway.
+    pub fn start(loaded: Loaded, config_path: Option<PathBuf>) -> Self {
+        let (server, shared) = build(loaded, Opt::default(), config_path);
         let (stop, rx) = tokio::sync::mpsc::channel(1);
         let thread = std::thread::Builder::new()
             .name("spillway-embedded".into())

@@ -63,6 +63,6 @@ pub fn run_gateway(cli: Cli) -> ExitCode {
         daemon: cli.daemon,
         ..Default::default()
     };
-    let (server, _shared) = crate::app::build(loaded, opt, Some(path));
-    server.run_forever()
+    let (server, shared) = crate::app::build(loaded, opt, Some(path));
+    crate::app::run(server, shared)
 }

@@ -134,6 +134,6 @@ pub fn run(args: DemoArgs) -> ExitCode {
         args.ptu_tpm, args.standard_tpm
     );
     let opt = pingora::server::configuration::Opt::default();
-    let (server, _shared) = crate::app::build(loaded, opt, None);
-    server.run_forever()
+    let (server, shared) = crate::app::build(loaded, opt, None);
+    crate::app::run(server, shared)
 }

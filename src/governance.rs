@@ -6,3 +6,4 @@ pub mod body;
 pub mod budget;
 pub mod caps;
 pub mod prompt;
+pub mod stream_options;

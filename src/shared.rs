@@ -3,8 +3,12 @@
 
 use crate::config::Config;
 use crate::routing::retry_budget::RetryBudget;
+use crate::telemetry::access::{AccessLog, Sink};
+use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -16,11 +20,29 @@ pub struct Shared {
     spin: AtomicU32,
     /// Process-wide, so that no reload resets it.
     pub retry_budget: RetryBudget,
+    pub metrics: Metrics,
+    pub access_log: AccessLog,
+    /// Set on SIGTERM or upgrade: /readyz and the client health path turn unready.
+    pub draining: AtomicBool,
+    /// The outcome of the last reload, for /status.
+    pub last_reload: Mutex<Option<serde_json::Value>>,
+    /// Pingora's server settings as loaded at start, to tell which changes need an upgrade.
+    pub server_yaml: String,
 }
 
 impl Shared {
-    pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Self> {
+    pub fn new(config: Config, config_path: Option<PathBuf>, server_yaml: String) -> Arc<Self> {
+        let sink = Sink::parse(&config.access_log);
+        let access_log = AccessLog::start(sink.clone()).unwrap_or_else(|e| {
+            log::error!("cannot open the access log {sink:?}: {e}; access logging is off");
+            AccessLog::off()
+        });
         Arc::new(Shared {
+            metrics: Metrics::default(),
+            access_log,
+            draining: AtomicBool::new(false),
+            last_reload: Mutex::new(None),
+            server_yaml,
             config: ArcSwap::from_pointee(config),
             config_path,
             spin: AtomicU32::new(0),
@@ -36,6 +58,10 @@ impl Shared {
     /// Installs a new config for requests that start from now on.
     pub fn swap_config(&self, config: Config) {
         self.config.store(Arc::new(config));
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// A cheap rotating number that spreads ties between equal choices.

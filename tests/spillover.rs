@@ -306,7 +306,7 @@ async fn the_retry_budget_stops_a_retry_storm() {
     let upstream = r.ptu.requests().len() + r.standard_requests();
     // 50 first attempts; retries are at most 10% of the requests seen.
     assert!(
-        upstream >= 50 && upstream <= 55,
+        (50..=55).contains(&upstream),
         "{upstream} upstream attempts"
     );
 }

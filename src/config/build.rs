@@ -143,6 +143,8 @@ pub fn from_yaml(
         config: Config {
             listen,
             admin_listen: raw.admin_listen,
+            access_log: raw.access_log.unwrap_or_else(|| "stdout".into()),
+            drain_delay: Duration::from_millis(raw.drain_delay_ms.unwrap_or(5000)),
             tenants,
             governance,
             pools,

@@ -19,6 +19,13 @@ pub struct FileConfig {
     /// Admin listener for /healthz, /readyz, /metrics and /status. Keep it off the public network.
     #[serde(default)]
     pub admin_listen: Option<String>,
+    /// Where the JSON access log goes: `stdout` (default), `stderr`, `off`, or a file path.
+    #[serde(default)]
+    pub access_log: Option<String>,
+    /// After SIGTERM, how long /readyz reports not ready while requests are still served, so
+    /// the load balancer stops sending before the listeners close.
+    #[serde(default)]
+    pub drain_delay_ms: Option<u64>,
     /// Who may call the gateway; each tenant has its own keys.
     #[serde(default)]
     pub tenants: Vec<TenantFile>,

@@ -15,6 +15,8 @@ use std::time::Duration;
 pub struct Config {
     pub listen: Vec<String>,
     pub admin_listen: Option<String>,
+    pub access_log: String,
+    pub drain_delay: Duration,
     pub tenants: Tenants,
     pub governance: Governance,
     pub pools: Vec<Pool>,

@@ -75,8 +75,16 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Re
         ));
     }
 
+    ctx.api_version = session.req_header().uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("api-version="))
+            .map(str::to_string)
+    });
     let limit = ctx.config.governance.max_body_bytes;
-    let raw = read_whole_body(session, limit).await.map_err(|e| match e {
+    let read_started = std::time::Instant::now();
+    let raw = read_whole_body(session, limit).await;
+    ctx.body_read = read_started.elapsed();
+    let raw = raw.map_err(|e| match e {
         ReadBodyError::TooLarge { .. } => Reply::new(413, "RequestEntityTooLarge", e.to_string()),
         ReadBodyError::LengthRequired => Reply::new(411, "LengthRequired", e.to_string()),
         ReadBodyError::Read(_) => Reply::bad_request(e.to_string()),

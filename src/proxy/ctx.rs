@@ -7,8 +7,10 @@ use crate::governance::body::JsonBody;
 use crate::governance::budget::Remaining;
 use crate::governance::caps::{CapPolicy, Capped};
 use crate::routing::state::InflightGuard;
+use crate::stream::{SseTap, StreamSummary};
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 
 /// One upstream attempt, as the access log and `x-spillway-attempts` report it.
@@ -34,6 +36,15 @@ impl Attempt {
     }
 }
 
+/// How the current response is read on the side.
+#[derive(Debug, Default)]
+pub enum Tap {
+    #[default]
+    None,
+    Json(JsonUsage),
+    Sse(Box<SseTap>),
+}
+
 /// Everything one request carries between phases.
 pub struct RequestCtx {
     pub started: Instant,
@@ -42,6 +53,8 @@ pub struct RequestCtx {
     pub config: Arc<Config>,
     pub tenant: Option<Arc<Tenant>>,
     pub route: Option<Route>,
+    /// The `api-version` query value, when the client sent one.
+    pub api_version: Option<String>,
     /// The parsed body of governed operations.
     pub body: Option<JsonBody>,
     /// The body to send when it is the same for every deployment (set by `request_filter`).
@@ -61,8 +74,17 @@ pub struct RequestCtx {
     pub charged: Option<u64>,
     /// The tenant's budget after admission, for `x-ratelimit-remaining-*`.
     pub remaining: Remaining,
-    /// Side reader of a JSON response's usage.
-    pub json_usage: Option<JsonUsage>,
+    /// Side reader of the current response.
+    pub tap: Tap,
+    /// The gateway added `include_usage` to a stream whose client did not ask for it, so the
+    /// usage chunk is removed before the client sees it.
+    pub strip_usage: bool,
+    /// What the served stream measured.
+    pub stream: Option<StreamSummary>,
+    /// How long the client took to send its body (not the gateway's time).
+    pub body_read: Duration,
+    /// Time spent in the gateway before the first upstream attempt.
+    pub overhead: Option<Duration>,
     /// Usage the upstream reported for the served attempt.
     pub usage: Option<Usage>,
     /// When the served attempt's response ended.
@@ -70,6 +92,8 @@ pub struct RequestCtx {
     /// Set while an upstream status is being turned into a replay, so that
     /// `error_while_proxy` keeps the decision.
     pub replaying: bool,
+    /// A load balancer's health probe, not traffic: not logged or counted.
+    pub probe: bool,
     /// Why no deployment could be chosen, for the client's answer.
     pub no_choice: Option<crate::routing::select::NoChoice>,
 }
@@ -82,6 +106,7 @@ impl RequestCtx {
             config,
             tenant: None,
             route: None,
+            api_version: None,
             body: None,
             body_out: None,
             attempt_body: None,
@@ -92,10 +117,15 @@ impl RequestCtx {
             prompt_tokens: 0,
             charged: None,
             remaining: Remaining::default(),
-            json_usage: None,
+            tap: Tap::None,
+            strip_usage: false,
+            stream: None,
+            body_read: Duration::ZERO,
+            overhead: None,
             usage: None,
             finished: None,
             replaying: false,
+            probe: false,
             no_choice: None,
         }
     }

@@ -1,86 +1,99 @@
-//! The end of a request: read usage off the response on the side, settle the tenant's
-//! budget, feed the deployment's rate meter, and write the access log line.
+//! The end of a request: read usage and timing off the response on the side, settle the
+//! tenant's budget and the deployment's admitted tokens, feed its rate meter, and report.
 
-use super::ctx::RequestCtx;
+use super::ctx::{RequestCtx, Tap};
 use super::usage::JsonUsage;
 use crate::governance::budget::BudgetStore;
+use crate::stream::SseTap;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
-use pingora::Error;
 use std::time::Instant;
 
 /// Decides, from the response header, how the body will be read on the side.
 pub fn watch_response(resp: &ResponseHeader, ctx: &mut RequestCtx) {
-    let json = resp
+    let ct = resp
         .headers
         .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    ctx.json_usage = (resp.status.is_success() && json).then(JsonUsage::default);
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    ctx.tap = if ct.starts_with(b"text/event-stream") {
+        Tap::Sse(Box::new(SseTap::new(ctx.strip_usage)))
+    } else if resp.status.is_success() && ct.starts_with(b"application/json") {
+        Tap::Json(JsonUsage::default())
+    } else {
+        Tap::None
+    };
 }
 
-/// Sees each response chunk as it is forwarded.
-pub fn observe_body(chunk: Option<&Bytes>, end: bool, ctx: &mut RequestCtx) {
-    if let (Some(u), Some(chunk)) = (ctx.json_usage.as_mut(), chunk) {
-        u.feed(chunk);
+/// Sees each response chunk as it is forwarded; a stream's usage chunk may be removed here.
+pub fn observe_body(body: &mut Option<Bytes>, end: bool, ctx: &mut RequestCtx) {
+    let now = Instant::now();
+    match &mut ctx.tap {
+        Tap::None => {}
+        Tap::Json(u) => {
+            if let Some(chunk) = body.as_ref() {
+                u.feed(chunk);
+            }
+        }
+        Tap::Sse(tap) => tap.on_body(body, end, now),
     }
     if end {
-        ctx.finished = Some(Instant::now());
-        if let Some(mut u) = ctx.json_usage.take() {
-            ctx.usage = u.finish();
+        finish_response(ctx, now);
+    }
+}
+
+/// Collects what the response reported once it ended (or was cut).
+pub fn finish_response(ctx: &mut RequestCtx, now: Instant) {
+    if ctx.finished.is_some() {
+        return;
+    }
+    ctx.finished = Some(now);
+    match std::mem::take(&mut ctx.tap) {
+        Tap::None => {}
+        Tap::Json(mut u) => ctx.usage = u.finish(),
+        Tap::Sse(tap) => {
+            let summary = tap.summary(ctx.started);
+            ctx.usage = summary.usage.or_else(|| {
+                // A cut stream: count what was streamed, marked as estimated in the log.
+                Some(crate::stream::Usage {
+                    prompt_tokens: ctx.prompt_tokens,
+                    completion_tokens: summary.content_deltas,
+                    total_tokens: ctx.prompt_tokens + summary.content_deltas,
+                })
+            });
+            ctx.stream = Some(summary);
         }
     }
 }
 
-/// Replaces the admission estimate by the real usage, and records the output rate.
+/// Replaces the admission estimates by the real usage, and records the output rate.
 pub fn settle(ctx: &mut RequestCtx) {
+    if ctx.finished.is_none() && !matches!(ctx.tap, Tap::None) {
+        // The client or upstream went away mid-body: take what was seen.
+        finish_response(ctx, Instant::now());
+    }
     let now = tokio::time::Instant::now();
+    let actual = ctx
+        .usage
+        .map(|u| u.total_tokens.max(u.prompt_tokens + u.completion_tokens));
     if let (Some(tenant), Some(charged)) = (&ctx.tenant, ctx.charged.take()) {
-        // Without usage (an error, a cut stream) the estimate stands: it is an upper bound.
-        if let Some(u) = ctx.usage {
-            let actual = u.total_tokens.max(u.prompt_tokens + u.completion_tokens);
+        // Without usage (an error before any output) the estimate stands: an upper bound.
+        if let Some(actual) = actual {
             tenant.budget.settle(tenant.limits, charged, actual, now);
         }
     }
-    let streamed = ctx.body.as_ref().is_some_and(|b| b.stream);
-    if let (Some(u), Some(a), Some(end), false) = (ctx.usage, ctx.current(), ctx.finished, streamed)
-    {
-        if a.status == 200 {
-            a.deployment
-                .state
-                .rate
-                .record(u.completion_tokens, end.duration_since(a.started), now);
-        }
+    let Some(a) = ctx.current() else { return };
+    if a.outcome != "response" {
+        return;
     }
-}
-
-/// One JSON line per request on the `access` log target.
-pub fn access_log(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
-    let status = session.response_written().map_or(0, |r| r.status.as_u16());
-    let attempts: Vec<serde_json::Value> = ctx
-        .attempts
-        .iter()
-        .map(|a| {
-            serde_json::json!({
-                "deployment": a.deployment.name,
-                "region": a.deployment.region,
-                "status": a.status,
-                "outcome": a.outcome,
-                "ms": a.started.elapsed().as_secs_f64() * 1000.0,
-            })
-        })
-        .collect();
-    log::info!(target: "access", "{}", serde_json::json!({
-        "request_id": ctx.request_id,
-        "tenant": ctx.tenant.as_ref().map(|t| t.name.as_str()),
-        "model": ctx.route.as_ref().and_then(|r| r.alias.as_deref()),
-        "status": status,
-        "max_tokens": ctx.capped.as_ref().map(|c| c.applied),
-        "requested_max_tokens": ctx.capped.as_ref().and_then(|c| c.requested),
-        "attempts": attempts,
-        "prompt_tokens": ctx.usage.map(|u| u.prompt_tokens),
-        "completion_tokens": ctx.usage.map(|u| u.completion_tokens),
-        "error": e.map(|e| e.etype().as_str()),
-        "duration_ms": ctx.started.elapsed().as_secs_f64() * 1000.0,
-    }));
+    let s = &a.deployment.state;
+    if let Some(actual) = actual {
+        s.admitted
+            .add(s.second(now), actual as i64 - a.admitted as i64);
+    }
+    let complete = ctx.stream.as_ref().is_none_or(|st| st.done_seen);
+    if let (Some(u), Some(end), 200, true) = (ctx.usage, ctx.finished, a.status, complete) {
+        s.rate
+            .record(u.completion_tokens, end.duration_since(a.started), now);
+    }
 }

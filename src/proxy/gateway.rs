@@ -16,6 +16,10 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use std::sync::Arc;
 
+/// The client-port health path, for load balancers (Azure Front Door) that probe the same
+/// port as the traffic. No key needed; it says only ready or not.
+pub const HEALTH_PATH: &str = "/spillway/health";
+
 /// The gateway proxy: one per process, shared by all requests.
 pub struct Gateway {
     shared: Arc<Shared>,
@@ -73,6 +77,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if session.req_header().uri.path() == HEALTH_PATH {
+            ctx.probe = true;
+            super::reply::health(session, crate::admin::not_ready_reason(&self.shared)).await?;
+            return Ok(true);
+        }
         match admit(session, ctx).await {
             Ok(()) => {
                 super::admit::count_request(&self.shared);
@@ -143,7 +152,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        super::finish::observe_body(body.as_ref(), end_of_stream, ctx);
+        super::finish::observe_body(body, end_of_stream, ctx);
         Ok(None)
     }
 
@@ -271,7 +280,20 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.inflight = None;
+        if ctx.probe {
+            // Balancer probes arrive every few seconds from every edge: not traffic.
+            return;
+        }
         super::finish::settle(ctx);
-        super::finish::access_log(session, e, ctx);
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let downstream = session.as_ref();
+        crate::telemetry::record::request_done(
+            &self.shared,
+            ctx,
+            status,
+            e.map(|e| e.etype().as_str()),
+            downstream.body_bytes_read(),
+            downstream.body_bytes_sent(),
+        );
     }
 }

@@ -76,6 +76,24 @@ impl Reply {
     }
 }
 
+/// Answers the client-port health probe: 200 when ready, 503 with the reason when not.
+pub async fn health(session: &mut Session, not_ready: Option<String>) -> Result<()> {
+    let (status, body) = match not_ready {
+        None => (200, serde_json::json!({"status": "ready"})),
+        Some(why) => (
+            503,
+            serde_json::json!({"status": "not ready", "reason": why}),
+        ),
+    };
+    let body = Bytes::from(body.to_string());
+    let mut h = ResponseHeader::build(status, Some(4))?;
+    h.insert_header("content-type", "application/json")?;
+    h.insert_header("content-length", body.len().to_string())?;
+    h.insert_header("cache-control", "no-store")?;
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

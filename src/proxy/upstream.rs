@@ -5,7 +5,7 @@ use super::ctx::{Attempt, RequestCtx};
 use super::route::Shape;
 use crate::config::Deployment;
 use crate::governance::body::Edits;
-use crate::governance::caps;
+use crate::governance::{caps, stream_options};
 use crate::routing::resolve;
 use crate::routing::select::{choose, Choice, NoChoice};
 use crate::shared::Shared;
@@ -69,6 +69,9 @@ pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<Http
     let addr = resolve::address(&deployment.endpoint, &deployment.state, spin)
         .await
         .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e.to_string()))?;
+    if ctx.overhead.is_none() {
+        ctx.overhead = Some(ctx.started.elapsed().saturating_sub(ctx.body_read));
+    }
     let mut peer = HttpPeer::new(
         addr,
         deployment.endpoint.tls,
@@ -114,6 +117,9 @@ fn attempt_body(ctx: &mut RequestCtx, adaptive: bool, deployment: &Deployment) -
             ctx.capped = Some(capped);
         }
     }
+    if body.stream && wants_usage_option(route, ctx.api_version.as_deref()) {
+        ctx.strip_usage = stream_options::ask_for_usage(body, &mut edits);
+    }
     if route.shape == Shape::V1 {
         if let Some((span, current)) = &body.model {
             if *current != deployment.deployment {
@@ -125,6 +131,20 @@ fn attempt_body(ctx: &mut RequestCtx, adaptive: bool, deployment: &Deployment) -
         }
     }
     Some(edits.apply(body))
+}
+
+/// Whether the gateway may add `stream_options.include_usage` to this request: chat and
+/// text completions on the v1 path, or on a dated path whose api-version has the field
+/// (2024-09-01-preview and later; older versions may reject it).
+fn wants_usage_option(route: &super::route::Route, api_version: Option<&str>) -> bool {
+    use super::route::Operation::{ChatCompletions, Completions};
+    matches!(route.operation, ChatCompletions | Completions)
+        && match route.shape {
+            Shape::V1 => true,
+            Shape::Dated => {
+                api_version.is_some_and(|v| v.get(..10).is_some_and(|d| d >= "2024-09-01"))
+            }
+        }
 }
 
 /// Rewrites the request header for the chosen deployment: path, host, credentials, framing.

@@ -1,5 +1,6 @@
 //! Reads `usage` from a non-streaming JSON response on the side, while the body is forwarded
 //! untouched, so budgets and rates are settled with what the upstream really generated.
+//! (Streams are read by `crate::stream::SseTap`.)
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
@@ -7,16 +8,7 @@ use serde::Deserialize;
 /// Responses larger than this are not inspected (no completion body is near it).
 const MAX_INSPECTED: usize = 1024 * 1024;
 
-/// Token usage as Azure reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct Usage {
-    #[serde(default)]
-    pub prompt_tokens: u64,
-    #[serde(default)]
-    pub completion_tokens: u64,
-    #[serde(default)]
-    pub total_tokens: u64,
-}
+pub use crate::stream::Usage;
 
 /// Copies a JSON response as it passes, up to a bound, and parses its usage at the end.
 #[derive(Debug, Default)]

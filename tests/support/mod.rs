@@ -52,6 +52,8 @@ pub fn deployment_yaml(name: &str, sim: &SimHandle) -> String {
 pub struct Gateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The generated top of the config (server, listeners), to keep when rewriting it.
+    pub head: String,
     pub embedded: Option<Embedded>,
 }
 
@@ -59,18 +61,41 @@ impl Gateway {
     /// Starts a gateway from `body` (a config without `listen`/`admin_listen`/`server`, which
     /// are added here) and waits until both listeners answer.
     pub async fn start(body: &str) -> Gateway {
+        Self::start_inner(body, None).await
+    }
+
+    /// Like `start`, but from a file at `path` that the gateway watches and reloads. Rewrite
+    /// it as `gw.head` followed by a new body.
+    pub async fn start_from_file(body: &str, path: &Path) -> Gateway {
+        Self::start_inner(body, Some(path)).await
+    }
+
+    async fn start_inner(body: &str, file: Option<&Path>) -> Gateway {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let yaml = format!(
-            "server:\n  threads: 1\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlisten: {addr}\nadmin_listen: {admin}\n{body}"
+        let access = if body.contains("access_log:") {
+            ""
+        } else {
+            "access_log: off\n"
+        };
+        let head = format!(
+            "server:\n  threads: 1\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlisten: {addr}\nadmin_listen: {admin}\n{access}"
         );
+        let yaml = format!("{head}{body}");
         let _ = env_logger::builder().is_test(true).try_init();
-        let loaded = config::parse(&yaml, Path::new("test.yaml"), &|_| None, None)
-            .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{yaml}"));
-        let embedded = Embedded::start(loaded);
+        let loaded = match file {
+            Some(path) => {
+                std::fs::write(path, &yaml).unwrap();
+                config::load(path, None)
+            }
+            None => config::parse(&yaml, Path::new("test.yaml"), &|_| None, None),
+        }
+        .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{yaml}"));
+        let embedded = Embedded::start(loaded, file.map(Path::to_path_buf));
         let gw = Gateway {
             addr,
             admin,
+            head,
             embedded: Some(embedded),
         };
         gw.wait_ready().await;

@@ -1,0 +1,5 @@
+//! Telemetry: Prometheus metrics (`metrics`) and the JSON access log (`access`).
+
+pub mod access;
+pub mod metrics;
+pub mod record;

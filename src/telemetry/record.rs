@@ -1,0 +1,176 @@
+//! Reports one finished request: the access log line and the metrics, from the same facts.
+//!
+//! Access log fields (stable; documented in the README): `ts`, `request_id`, `tenant`,
+//! `model`, `operation`, `stream`, `status`, `requested_max_tokens`, `max_tokens`,
+//! `cap_reason`, `deployment`, `region`, `pool`, `spillover`, `attempts[]` (`deployment`,
+//! `region`, `pool`, `status`, `outcome`, `ms`), `prompt_tokens`, `completion_tokens`,
+//! `total_tokens`, `usage_estimated`, `ttft_ms`, `tbt_mean_ms`, `tbt_p95_ms`, `finish_reason`,
+//! `stream_complete`, `duration_ms`, `overhead_ms`, `bytes_in`, `bytes_out`, `error`.
+
+use crate::proxy::ctx::RequestCtx;
+use crate::shared::Shared;
+use serde_json::json;
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Records the request in metrics and writes its access log line.
+pub fn request_done(
+    shared: &Shared,
+    ctx: &RequestCtx,
+    status: u16,
+    error: Option<&str>,
+    bytes_in: usize,
+    bytes_out: usize,
+) {
+    let m = &shared.metrics;
+    let cfg = &ctx.config;
+    let model = ctx
+        .route
+        .as_ref()
+        .and_then(|r| r.alias.as_deref())
+        .filter(|a| cfg.model(a).is_some())
+        .unwrap_or("-");
+    let tenant = ctx.tenant.as_ref().map_or("-", |t| t.name.as_str());
+    let served = ctx.current();
+    let (pool, deployment, region) = served.map_or(("-", "-", "-"), |a| {
+        (
+            cfg.pools[a.pool].name.as_str(),
+            a.deployment.name.as_str(),
+            a.deployment.region.as_str(),
+        )
+    });
+    let stream = ctx.body.as_ref().is_some_and(|b| b.stream);
+    let duration = ctx.started.elapsed();
+    let status_s = status.to_string();
+    m.requests
+        .with_label_values(&[
+            model,
+            tenant,
+            pool,
+            deployment,
+            region,
+            &status_s,
+            if stream { "true" } else { "false" },
+        ])
+        .inc();
+    m.duration
+        .with_label_values(&[model, pool, if stream { "true" } else { "false" }])
+        .observe(duration.as_secs_f64());
+    if let Some(o) = ctx.overhead {
+        m.overhead.observe(o.as_secs_f64());
+    }
+    if matches!(status, 408 | 429) {
+        m.throttles.with_label_values(&["client", &status_s]).inc();
+    }
+    for (i, a) in ctx.attempts.iter().enumerate() {
+        let s = a.status.to_string();
+        let p = cfg.pools[a.pool].name.as_str();
+        m.attempts
+            .with_label_values(&[p, &a.deployment.name, &a.deployment.region, &s, a.outcome])
+            .inc();
+        if matches!(a.status, 408 | 429) {
+            m.throttles.with_label_values(&["upstream", &s]).inc();
+        }
+        if i + 1 < ctx.attempts.len() {
+            let reason = if a.status != 0 { s.as_str() } else { a.outcome };
+            m.retries.with_label_values(&[reason]).inc();
+        }
+    }
+    let first_pool = ctx
+        .route
+        .as_ref()
+        .and_then(|r| r.alias.as_deref())
+        .and_then(|a| cfg.model(a))
+        .and_then(|m| m.pools.first().copied());
+    let spillover = match (served, first_pool) {
+        (Some(a), Some(first)) if a.pool != first => {
+            let reason = a.spilled.map_or("replay", |s| s.as_str());
+            m.spillovers
+                .with_label_values(&[model, &cfg.pools[first].name, pool, reason])
+                .inc();
+            Some(format!("{}->{}", cfg.pools[first].name, pool))
+        }
+        _ => None,
+    };
+    if let (Some(u), Some(_)) = (ctx.usage, served) {
+        let l = [model, tenant, pool, deployment];
+        m.prompt_tokens
+            .with_label_values(&l)
+            .inc_by(u.prompt_tokens);
+        m.completion_tokens
+            .with_label_values(&l)
+            .inc_by(u.completion_tokens);
+    }
+    if let Some(st) = &ctx.stream {
+        if let Some(t) = st.ttft {
+            m.ttft
+                .with_label_values(&[model, pool])
+                .observe(t.as_secs_f64());
+        }
+        if let Some(t) = st.tbt_mean {
+            m.tbt
+                .with_label_values(&[model, pool])
+                .observe(t.as_secs_f64());
+        }
+        if !st.done_seen {
+            m.streams_cut.with_label_values(&[pool, deployment]).inc();
+        }
+    }
+
+    if *shared.access_log.sink() == crate::telemetry::access::Sink::Off {
+        return;
+    }
+    let attempts: Vec<_> = ctx
+        .attempts
+        .iter()
+        .map(|a| {
+            json!({
+                "deployment": a.deployment.name,
+                "region": a.deployment.region,
+                "pool": cfg.pools[a.pool].name,
+                "status": a.status,
+                "outcome": a.outcome,
+                "ms": ms(a.started.elapsed()),
+            })
+        })
+        .collect();
+    let st = ctx.stream.as_ref();
+    let line = json!({
+        "ts": jiff::Timestamp::now().to_string(),
+        "request_id": ctx.request_id,
+        "tenant": ctx.tenant.as_ref().map(|t| &t.name),
+        "model": ctx.route.as_ref().and_then(|r| r.alias.as_deref()),
+        "operation": ctx.route.as_ref().map(|r| r.operation.as_str()),
+        "stream": stream,
+        "status": status,
+        "requested_max_tokens": ctx.capped.as_ref().and_then(|c| c.requested),
+        "max_tokens": ctx.capped.as_ref().map(|c| c.applied),
+        "cap_reason": ctx.capped.as_ref().map(|c| c.reason.as_str()),
+        "deployment": served.map(|a| &a.deployment.name),
+        "region": served.map(|a| &a.deployment.region),
+        "pool": served.map(|a| &cfg.pools[a.pool].name),
+        "spillover": spillover,
+        "attempts": attempts,
+        "prompt_tokens": ctx.usage.map(|u| u.prompt_tokens),
+        "completion_tokens": ctx.usage.map(|u| u.completion_tokens),
+        "total_tokens": ctx.usage.map(|u| u.total_tokens),
+        "usage_estimated": st.map(|s| s.usage_estimated),
+        "ttft_ms": st.and_then(|s| s.ttft).map(ms),
+        "tbt_mean_ms": st.and_then(|s| s.tbt_mean).map(ms),
+        "tbt_p95_ms": st.and_then(|s| s.tbt_p95).map(ms),
+        "finish_reason": st.and_then(|s| s.finish_reason.as_deref()),
+        "stream_complete": st.map(|s| s.done_seen),
+        "duration_ms": ms(duration),
+        "overhead_ms": ctx.overhead.map(ms),
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "error": error,
+    });
+    if !shared.access_log.write(line.to_string()) {
+        m.access_log_dropped
+            .with_label_values(&[shared.access_log.sink().label()])
+            .inc();
+    }
+}

@@ -1,0 +1,182 @@
+//! Hot reload through the real gateway: a changed file takes effect without a restart while a
+//! stream started before it completes; a broken file changes nothing; live state survives.
+
+mod support;
+
+use spillway::sim::{Fault, SimHandle, SimMode};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use support::client::{call, frames, post_json, send};
+use support::*;
+
+fn temp_file(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("spillway-{name}-{}.yaml", free_port()))
+}
+
+fn body(sync_cap: u32, keys: &str, west: Option<&SimHandle>, ptu: &SimHandle) -> String {
+    let standard = west.map_or(String::new(), |w| {
+        format!(
+            "  - name: standard\n    kind: standard\n    deployments:\n{}",
+            deployment_yaml("westus-std", w)
+        )
+    });
+    let pools = if west.is_some() {
+        "[ptu, standard]"
+    } else {
+        "[ptu]"
+    };
+    format!(
+        "health:\n  interval_ms: 0\ntenants:\n  - name: search\n    api_keys: [{keys}]\ngovernance:\n  sync_max_tokens: {sync_cap}\npools:\n  - name: ptu\n    kind: provisioned\n    deployments:\n{}{standard}models:\n  mini: {pools}\n",
+        deployment_yaml("eastus-ptu", ptu)
+    )
+}
+
+async fn status(gw: &Gateway) -> serde_json::Value {
+    call("GET", &gw.admin_url("/status"), &[], "").await.json()
+}
+
+/// Waits until the gateway reports a reload whose result is `result`, or a new config hash.
+async fn wait_reload(gw: &Gateway, result: &str, old_hash: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status(gw).await;
+        let done = s["last_reload"]["result"] == result
+            && (result != "ok" || s["config_hash"].as_str() != Some(old_hash));
+        if done {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no {result} reload: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_change_applies_live_while_an_older_stream_finishes() {
+    let ptu = sim("eastus-ptu", SimMode::Unlimited).await;
+    let west = sim("westus-std", SimMode::Unlimited).await;
+    let path = temp_file("live");
+    let gw = Gateway::start_from_file(&body(2000, TENANT_KEY, Some(&west), &ptu), &path).await;
+    let hash = status(&gw).await["config_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A stream of about 1.5 s, started on the old config.
+    ptu.set_tbt(Duration::from_millis(15));
+    ptu.set_natural_tokens(100);
+    let long = send(
+        "POST",
+        &gw.url(&chat_path("mini")),
+        &[
+            ("api-key", TENANT_KEY),
+            ("content-type", "application/json"),
+        ],
+        chat_body(r#""stream":true"#),
+    )
+    .await;
+    ptu.set_tbt(Duration::ZERO);
+    ptu.set_natural_tokens(5);
+
+    // New cap, a new key for the tenant, and the standard pool removed.
+    std::fs::write(
+        &path,
+        format!("{}{}", gw.head, body(300, "tenant-key-2", None, &ptu)),
+    )
+    .unwrap();
+    let s = wait_reload(&gw, "ok", &hash).await;
+    assert_eq!(s["pools"].as_array().unwrap().len(), 1);
+
+    let a = post_json(
+        &gw.url(&chat_path("mini")),
+        "tenant-key-2",
+        chat_body(r#""max_tokens":8000"#),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        ptu.requests().last().unwrap().json().unwrap()["max_tokens"],
+        300
+    );
+    let old_key = post_json(&gw.url(&chat_path("mini")), TENANT_KEY, chat_body("")).await;
+    assert_eq!(old_key.status, 401);
+
+    let got = frames(long).await.expect("the old stream completes");
+    let text: String = got
+        .iter()
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    assert!(text.contains("data: [DONE]"), "{text}");
+    assert_eq!(text.matches("\"content\":\"tok").count(), 100);
+    std::fs::remove_file(path).ok();
+}
+
+#[tokio::test]
+async fn a_broken_file_is_rejected_and_the_old_config_keeps_serving() {
+    let ptu = sim("eastus-ptu", SimMode::Unlimited).await;
+    let path = temp_file("broken");
+    let gw = Gateway::start_from_file(&body(2000, TENANT_KEY, None, &ptu), &path).await;
+    let hash = status(&gw).await["config_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let broken = body(2000, TENANT_KEY, None, &ptu).replace("kind: provisioned", "kind: spot")
+        + "bogus_field: 1\n";
+    std::fs::write(&path, format!("{}{broken}", gw.head)).unwrap();
+    let s = wait_reload(&gw, "error", &hash).await;
+    assert_eq!(s["config_hash"], hash.as_str(), "the old config still runs");
+    let problems = s["last_reload"]["problems"].to_string();
+    assert!(problems.contains("spot"), "{problems}");
+    assert_eq!(
+        post_json(&gw.url(&chat_path("mini")), TENANT_KEY, chat_body(""))
+            .await
+            .status,
+        200
+    );
+    let metrics = call("GET", &gw.admin_url("/metrics"), &[], "").await.text();
+    assert!(
+        metrics.contains("spillway_config_reload_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+    std::fs::remove_file(path).ok();
+}
+
+#[tokio::test]
+async fn live_state_of_unchanged_deployments_survives_a_reload() {
+    let ptu = sim("eastus-ptu", SimMode::Unlimited).await;
+    let west = sim("westus-std", SimMode::Unlimited).await;
+    let path = temp_file("state");
+    let gw = Gateway::start_from_file(&body(2000, TENANT_KEY, Some(&west), &ptu), &path).await;
+    let hash = status(&gw).await["config_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ptu.set_fault(Fault::Status {
+        status: 429,
+        remaining: Some(1),
+        retry_after_ms: Some(30_000),
+    });
+    assert_eq!(
+        post_json(&gw.url(&chat_path("mini")), TENANT_KEY, chat_body(""))
+            .await
+            .status,
+        200
+    );
+    std::fs::write(
+        &path,
+        format!("{}{}", gw.head, body(1500, TENANT_KEY, Some(&west), &ptu)),
+    )
+    .unwrap();
+    let s = wait_reload(&gw, "ok", &hash).await;
+    let ptu_status = &s["pools"][0]["deployments"][0];
+    assert!(
+        ptu_status["cooldown_ms"].as_u64().unwrap() > 20_000,
+        "{ptu_status}"
+    );
+    assert_eq!(ptu_status["throttled_total"], 1);
+    // And routing still honours it: the next request goes to Standard without asking the PTU.
+    let n = ptu.requests().len();
+    let a = post_json(&gw.url(&chat_path("mini")), TENANT_KEY, chat_body("")).await;
+    assert_eq!(a.header("x-ms-deployment-name"), Some("westus-std"));
+    assert_eq!(ptu.requests().len(), n);
+    std::fs::remove_file(path).ok();
+}
