@@ -1,0 +1,105 @@
+//! The deploy files stay consistent with the binary: the Kubernetes YAML parses, its config
+//! passes `spillway -t`, the probes and grace periods line up, and the Grafana dashboard only
+//! queries metrics the gateway exports.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml_docs(path: &Path) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .collect()
+}
+
+fn k8s_files() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("deploy/k8s"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn kubernetes_manifests_parse_and_line_up() {
+    let files = k8s_files();
+    assert!(files.len() >= 6, "{files:?}");
+    let mut kinds = Vec::new();
+    for f in &files {
+        for doc in yaml_docs(f) {
+            if let Some(kind) = doc["kind"].as_str() {
+                kinds.push(kind.to_string());
+            }
+        }
+    }
+    for kind in ["Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret", "Kustomization"] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
+    let deployment = yaml_docs(&root().join("deploy/k8s/deployment.yaml")).remove(0);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert!(c["lifecycle"]["preStop"].is_mapping());
+    let config = yaml_docs(&root().join("deploy/k8s/config/spillway.yaml")).remove(0);
+    let grace = config["server"]["grace_period_seconds"].as_u64().unwrap();
+    let drain_s = config["drain_delay_ms"].as_u64().unwrap() / 1000;
+    let termination = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(termination > grace + drain_s, "Kubernetes would kill streams before Spillway drains them");
+}
+
+#[test]
+fn the_kubernetes_config_passes_spillway_t() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["-t", "-c"])
+        .arg(root().join("deploy/k8s/config/spillway.yaml"))
+        .envs([
+            ("SEARCH_KEY", "k1"),
+            ("CHAT_KEY", "k2"),
+            ("AOAI_EASTUS_KEY", "k3"),
+            ("AOAI_WESTUS_KEY", "k4"),
+            ("AOAI_SWEDEN_KEY", "k5"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_dashboard_queries_only_exported_metrics() {
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/spillway-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let source = std::fs::read_to_string(root().join("src/telemetry/metrics.rs")).unwrap();
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                let Some(name) = word.strip_prefix("spillway_") else { continue };
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                assert!(source.contains(&format!("\"{base}\"")), "dashboard uses unknown metric spillway_{name}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 10);
+}
+
+#[test]
+fn the_systemd_unit_validates_and_upgrades() {
+    let unit = std::fs::read_to_string(root().join("deploy/systemd/spillway.service")).unwrap();
+    assert!(unit.contains("ExecStartPre=/usr/local/bin/spillway -t"));
+    assert!(unit.contains("-u -d -c"));
+    assert!(unit.contains("kill -QUIT $MAINPID"));
+}
