@@ -12,7 +12,9 @@ fn yaml_docs(path: &Path) -> Vec<serde_yaml::Value> {
     use serde::Deserialize;
     let text = std::fs::read_to_string(path).unwrap();
     serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_yaml::Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .map(|d| {
+            serde_yaml::Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
         .collect()
 }
 
@@ -38,7 +40,14 @@ fn kubernetes_manifests_parse_and_line_up() {
             }
         }
     }
-    for kind in ["Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret", "Kustomization"] {
+    for kind in [
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "Secret",
+        "Kustomization",
+    ] {
         assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
     }
     let deployment = yaml_docs(&root().join("deploy/k8s/deployment.yaml")).remove(0);
@@ -51,7 +60,10 @@ fn kubernetes_manifests_parse_and_line_up() {
     let grace = config["server"]["grace_period_seconds"].as_u64().unwrap();
     let drain_s = config["drain_delay_ms"].as_u64().unwrap() / 1000;
     let termination = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
-    assert!(termination > grace + drain_s, "Kubernetes would kill streams before Spillway drains them");
+    assert!(
+        termination > grace + drain_s,
+        "Kubernetes would kill streams before Spillway drains them"
+    );
 }
 
 #[test]
@@ -68,7 +80,11 @@ fn the_kubernetes_config_passes_spillway_t() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -83,12 +99,17 @@ fn the_dashboard_queries_only_exported_metrics() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
             for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-                let Some(name) = word.strip_prefix("spillway_") else { continue };
+                let Some(name) = word.strip_prefix("spillway_") else {
+                    continue;
+                };
                 let base = ["_bucket", "_count", "_sum"]
                     .iter()
                     .find_map(|s| name.strip_suffix(s))
                     .unwrap_or(name);
-                assert!(source.contains(&format!("\"{base}\"")), "dashboard uses unknown metric spillway_{name}");
+                assert!(
+                    source.contains(&format!("\"{base}\"")),
+                    "dashboard uses unknown metric spillway_{name}"
+                );
                 checked += 1;
             }
         }
