@@ -212,3 +212,27 @@ async fn a_cut_stream_is_logged_as_such_with_estimated_tokens() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn metering_can_be_turned_off() {
+    let path = log_path("nometer");
+    let sim = sim("eastus-ptu", SimMode::Unlimited).await;
+    let yaml = format!(
+        "access_log: {}\nmeter_streams: false\ntenants:\n  - name: search\n    api_keys: [{TENANT_KEY}]\npools:\n  - name: ptu\n    kind: provisioned\n    deployments:\n{}models:\n  mini: [ptu]\n",
+        path.display(),
+        deployment_yaml("eastus-ptu", &sim)
+    );
+    let gw = Gateway::start(&yaml).await;
+    let resp = stream(&gw, "nometer-1", r#""stream":true"#).await;
+    frames(resp).await.unwrap();
+    assert!(sim.requests()[0]
+        .json()
+        .unwrap()
+        .get("stream_options")
+        .is_none());
+    let line = log_line(&path, "nometer-1").await;
+    assert!(
+        line["ttft_ms"].is_null() && line["completion_tokens"].is_null(),
+        "{line}"
+    );
+}

@@ -145,6 +145,7 @@ pub fn from_yaml(
             admin_listen: raw.admin_listen,
             access_log: raw.access_log.unwrap_or_else(|| "stdout".into()),
             drain_delay: Duration::from_millis(raw.drain_delay_ms.unwrap_or(5000)),
+            meter_streams: raw.meter_streams.unwrap_or(true),
             tenants,
             governance,
             pools,

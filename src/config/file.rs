@@ -22,6 +22,10 @@ pub struct FileConfig {
     /// Where the JSON access log goes: `stdout` (default), `stderr`, `off`, or a file path.
     #[serde(default)]
     pub access_log: Option<String>,
+    /// Parse SSE responses on the side for TTFT, TBT and usage (and ask streams for their
+    /// usage). Turning it off saves the parsing cost and loses those figures.
+    #[serde(default)]
+    pub meter_streams: Option<bool>,
     /// After SIGTERM, how long /readyz reports not ready while requests are still served, so
     /// the load balancer stops sending before the listeners close.
     #[serde(default)]

@@ -17,6 +17,7 @@ pub struct Config {
     pub admin_listen: Option<String>,
     pub access_log: String,
     pub drain_delay: Duration,
+    pub meter_streams: bool,
     pub tenants: Tenants,
     pub governance: Governance,
     pub pools: Vec<Pool>,

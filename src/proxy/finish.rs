@@ -16,7 +16,7 @@ pub fn watch_response(resp: &ResponseHeader, ctx: &mut RequestCtx) {
         .get(http::header::CONTENT_TYPE)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    ctx.tap = if ct.starts_with(b"text/event-stream") {
+    ctx.tap = if ct.starts_with(b"text/event-stream") && ctx.config.meter_streams {
         Tap::Sse(Box::new(SseTap::new(ctx.strip_usage)))
     } else if resp.status.is_success() && ct.starts_with(b"application/json") {
         Tap::Json(JsonUsage::default())

@@ -117,7 +117,10 @@ fn attempt_body(ctx: &mut RequestCtx, adaptive: bool, deployment: &Deployment) -
             ctx.capped = Some(capped);
         }
     }
-    if body.stream && wants_usage_option(route, ctx.api_version.as_deref()) {
+    if body.stream
+        && ctx.config.meter_streams
+        && wants_usage_option(route, ctx.api_version.as_deref())
+    {
         ctx.strip_usage = stream_options::ask_for_usage(body, &mut edits);
     }
     if route.shape == Shape::V1 {
