@@ -21,6 +21,8 @@ pub fn build(loaded: Loaded, opt: Opt, config_path: Option<PathBuf>) -> (Server,
     let listen = config.listen.clone();
     let admin_listen = config.admin_listen.clone();
     let shared = Shared::new(config, config_path, server.to_yaml());
+    // Load the tokenizer now, not on the first request.
+    crate::governance::tokens::warm_up();
     let mut srv = Server::new_with_opt_and_conf(opt, server);
     srv.bootstrap();
 

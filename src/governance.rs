@@ -7,3 +7,4 @@ pub mod budget;
 pub mod caps;
 pub mod prompt;
 pub mod stream_options;
+pub mod tokens;
