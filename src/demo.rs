@@ -130,7 +130,12 @@ pub fn run(args: DemoArgs) -> ExitCode {
          \x20 curl -s http://{listen}/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21 \\\n\
          \x20   -H 'api-key: demo-key' -H 'content-type: application/json' \\\n\
          \x20   -d '{{\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}],\"max_tokens\":8000}}' -i\n\
-         \nStream it with \"stream\":true and curl -N. Ctrl-C stops everything.\n",
+         \nStream it with \"stream\":true and curl -N. Watch a burst spill from the PTU to Standard:\n\
+         \x20 for i in $(seq 30); do curl -s -o /dev/null -w '%{{http_code}} ' -H 'api-key: demo-key' -H 'content-type: application/json' \\\n\
+         \x20   -d '{{\"messages\":[{{\"role\":\"user\",\"content\":\"Hi\"}}],\"max_tokens\":1500}}' \\\n\
+         \x20   'http://{listen}/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21' & done; wait\n\
+         \x20 curl -s http://{admin}/metrics | grep spillway_spillovers_total   (or open http://{admin}/)\n\
+         \nCtrl-C stops everything.\n",
         args.ptu_tpm, args.standard_tpm
     );
     let opt = pingora::server::configuration::Opt::default();

@@ -2,6 +2,8 @@
 //! passes `spillway -t`, the probes and grace periods line up, and the Grafana dashboard only
 //! queries metrics the gateway exports.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 fn root() -> &'static Path {
@@ -68,18 +70,16 @@ fn kubernetes_manifests_parse_and_line_up() {
 
 #[test]
 fn the_kubernetes_config_passes_spillway_t() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spillway"))
-        .args(["-t", "-c"])
-        .arg(root().join("deploy/k8s/config/spillway.yaml"))
-        .envs([
+    let out = support::spillway_t(
+        &root().join("deploy/k8s/config/spillway.yaml"),
+        &[
             ("SEARCH_KEY", "k1"),
             ("CHAT_KEY", "k2"),
             ("AOAI_EASTUS_KEY", "k3"),
             ("AOAI_WESTUS_KEY", "k4"),
             ("AOAI_SWEDEN_KEY", "k5"),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",

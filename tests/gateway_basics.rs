@@ -155,11 +155,7 @@ fn config_test_flag_lists_every_error() {
         "listen: nowhere\ntenants:\n  - name: a\n    api_keys: [\"${SPILLWAY_TEST_UNSET_VAR}\"]\npools:\n  - name: ptu\n    kind: provisioned\n    deployments: []\nmodels:\n  m: [ptu, missing]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spillway"))
-        .args(["-t", "-c"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = spillway_t(&bad, &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for expected in [
@@ -173,11 +169,7 @@ fn config_test_flag_lists_every_error() {
     }
 
     let good = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/demo.yaml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spillway"))
-        .args(["-t", "-c"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = spillway_t(&good, &[]);
     assert!(
         out.status.success(),
         "{}",

@@ -164,6 +164,27 @@ fn run_load(load: Arc<Load>, url: String) -> Vec<tokio::task::JoinHandle<()>> {
         .collect()
 }
 
+/// Stops the load, waits for the workers, checks that no request failed; returns the count.
+async fn stop_without_failures(
+    load: &Load,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    f: &Files,
+) -> u64 {
+    load.stop.store(true, Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let (ok, failed) = (load.ok.load(Relaxed), load.failed.load(Relaxed));
+    assert_eq!(
+        failed,
+        0,
+        "{failed} failed of {}; logs in {}",
+        ok + failed,
+        f.dir.display()
+    );
+    ok
+}
+
 fn exited_within(child: &mut Child, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
@@ -213,10 +234,7 @@ async fn graceful_upgrade_drops_no_request() {
     assert!(old_gone.await.unwrap(), "the old process did not exit");
     // Keep the load on the new process for a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    load.stop.store(true, Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let ok = stop_without_failures(&load, workers, &f).await;
     assert_eq!(
         get_status(&ready).await,
         Some(200),
@@ -224,14 +242,6 @@ async fn graceful_upgrade_drops_no_request() {
     );
     signal(&new, "INT");
     let _ = new.wait();
-    let (ok, failed) = (load.ok.load(Relaxed), load.failed.load(Relaxed));
-    assert_eq!(
-        failed,
-        0,
-        "{failed} failed of {}; logs in {}",
-        ok + failed,
-        f.dir.display()
-    );
     assert!(
         ok >= 40 && load.streams.load(Relaxed) >= 10,
         "too little load: {ok}"
@@ -278,19 +288,8 @@ async fn sigterm_turns_unready_then_drains_without_failures() {
     signal(&gw, "TERM");
     let gone = tokio::task::spawn_blocking(move || exited_within(&mut gw, Duration::from_secs(20)));
     assert!(gone.await.unwrap(), "the gateway did not exit");
-    load.stop.store(true, Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let ok = stop_without_failures(&load, workers, &f).await;
     assert!(lb.await.unwrap(), "the probe never reported not ready");
-    let (ok, failed) = (load.ok.load(Relaxed), load.failed.load(Relaxed));
-    assert_eq!(
-        failed,
-        0,
-        "{failed} failed of {}; logs in {}",
-        ok + failed,
-        f.dir.display()
-    );
     assert!(ok > before, "requests kept succeeding during the drain");
     std::fs::remove_dir_all(&f.dir).ok();
 }

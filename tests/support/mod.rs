@@ -140,6 +140,16 @@ impl Drop for Gateway {
     }
 }
 
+/// Runs `spillway -t -c path` with extra environment variables.
+pub fn spillway_t(path: &Path, envs: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["-t", "-c"])
+        .arg(path)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("the spillway binary runs")
+}
+
 /// The dated chat completions path for `alias`.
 pub fn chat_path(alias: &str) -> String {
     format!("/openai/deployments/{alias}/chat/completions?api-version=2024-10-21")
