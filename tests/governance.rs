@@ -269,6 +269,22 @@ async fn usage_corrects_the_charged_estimate() {
 }
 
 #[tokio::test]
+async fn usage_from_a_stream_corrects_the_charged_estimate() {
+    // Same budget arithmetic as above, with streams: the gateway asked each stream for its
+    // usage chunk, and only that chunk can settle the 250-token estimates down to 5.
+    let (sim, gw) = setup("", "    tokens_per_minute: 600\n", "  mini: [ptu]\n").await;
+    sim.set_natural_tokens(5);
+    let url = gw.url(&chat_path("mini"));
+    for i in 0..6 {
+        let a = post_json(&url, TENANT_KEY, chat_body(r#""max_tokens":250,"stream":true"#)).await;
+        assert_eq!(a.status, 200, "stream {i}: {}", a.text());
+        assert!(!a.text().contains("\"total_tokens\""), "the added usage chunk stays hidden");
+    }
+    // Without settlement the third stream would already have been refused.
+    assert_eq!(sim.requests().len(), 6);
+}
+
+#[tokio::test]
 async fn adaptive_cap_follows_a_slowed_deployment() {
     let (sim, gw) = setup(
         "  adaptive_safety: 0.4\n  adaptive_min_tokens: 10\n",
