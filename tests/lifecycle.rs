@@ -175,6 +175,10 @@ async fn stop_without_failures(
         w.await.unwrap();
     }
     let (ok, failed) = (load.ok.load(Relaxed), load.failed.load(Relaxed));
+    eprintln!(
+        "{ok} requests ({} streams) succeeded, {failed} failed",
+        load.streams.load(Relaxed)
+    );
     assert_eq!(
         failed,
         0,
