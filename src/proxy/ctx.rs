@@ -134,11 +134,10 @@ impl RequestCtx {
         self.attempts.last()
     }
 
-    pub fn tried(&self) -> Vec<Arc<Deployment>> {
+    /// Whether `d` already had its attempt in this request (no allocation: called per choice).
+    pub fn tried(&self, d: &Arc<Deployment>) -> bool {
         self.attempts
             .iter()
-            .filter(|a| a.counts_as_tried())
-            .map(|a| a.deployment.clone())
-            .collect()
+            .any(|a| a.counts_as_tried() && Arc::ptr_eq(&a.deployment, d))
     }
 }

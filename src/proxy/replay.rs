@@ -26,7 +26,7 @@ pub fn may_replay(shared: &Shared, ctx: &RequestCtx, now: Instant) -> bool {
     else {
         return false;
     };
-    choose(config, model, &ctx.tried(), 0, &config.routing, now).is_ok()
+    choose(config, model, |d| ctx.tried(d), 0, &config.routing, now).is_ok()
         && shared.retry_budget.try_retry(
             config.retry.budget_percent,
             config.retry.budget_min_per_second,

@@ -35,7 +35,7 @@ pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<Http
         pool,
         deployment,
         spilled,
-    } = match choose(&config, model, &ctx.tried(), spin, &config.routing, now) {
+    } = match choose(&config, model, |d| ctx.tried(d), spin, &config.routing, now) {
         Ok(c) => c,
         Err(why) => {
             ctx.no_choice = Some(why);

@@ -30,12 +30,12 @@ pub enum NoChoice {
     NoneUsable,
 }
 
-/// Picks a deployment for `model`, skipping those in `tried`. `spin` breaks ties between
+/// Picks a deployment for `model`, skipping those for which `tried` is true. `spin` breaks ties between
 /// equally loaded deployments so that traffic rotates instead of piling on the first.
 pub fn choose(
     config: &Config,
     model: &Model,
-    tried: &[Arc<Deployment>],
+    tried: impl Fn(&Arc<Deployment>) -> bool,
     spin: u32,
     policy: &RoutingPolicy,
     now: Instant,
@@ -53,7 +53,7 @@ pub fn choose(
         let mut pool_skip = None;
         for k in 0..n {
             let d = &pool.deployments[(k + spin as usize) % n];
-            if tried.iter().any(|t| Arc::ptr_eq(t, d)) {
+            if tried(d) {
                 continue;
             }
             untried = true;
@@ -142,6 +142,7 @@ models:
     }
 
     fn pick(c: &Config, tried: &[Arc<Deployment>]) -> Result<Choice, NoChoice> {
+        let tried = |d: &Arc<Deployment>| tried.iter().any(|t| Arc::ptr_eq(t, d));
         choose(
             c,
             c.model("m").unwrap(),
