@@ -276,9 +276,17 @@ async fn usage_from_a_stream_corrects_the_charged_estimate() {
     sim.set_natural_tokens(5);
     let url = gw.url(&chat_path("mini"));
     for i in 0..6 {
-        let a = post_json(&url, TENANT_KEY, chat_body(r#""max_tokens":250,"stream":true"#)).await;
+        let a = post_json(
+            &url,
+            TENANT_KEY,
+            chat_body(r#""max_tokens":250,"stream":true"#),
+        )
+        .await;
         assert_eq!(a.status, 200, "stream {i}: {}", a.text());
-        assert!(!a.text().contains("\"total_tokens\""), "the added usage chunk stays hidden");
+        assert!(
+            !a.text().contains("\"total_tokens\""),
+            "the added usage chunk stays hidden"
+        );
     }
     // Without settlement the third stream would already have been refused.
     assert_eq!(sim.requests().len(), 6);
