@@ -8,6 +8,7 @@ use crate::ops::signals::DrainingSignals;
 use crate::proxy::Gateway;
 use crate::routing::health::HealthChecker;
 use crate::shared::Shared;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
@@ -20,6 +21,7 @@ pub fn build(loaded: Loaded, opt: Opt, config_path: Option<PathBuf>) -> (Server,
     let Loaded { config, server } = loaded;
     let listen = config.listen.clone();
     let admin_listen = config.admin_listen.clone();
+    let read_buffer = config.client_read_buffer;
     let shared = Shared::new(config, config_path, server.to_yaml());
     // Load the tokenizer now, not on the first request.
     crate::governance::tokens::warm_up();
@@ -32,7 +34,13 @@ pub fn build(loaded: Loaded, opt: Opt, config_path: Option<PathBuf>) -> (Server,
         "spillway proxy",
     );
     for addr in &listen {
-        proxy.add_tcp(addr);
+        // Pingora reads each client connection through a 64 KiB buffer by default; a long
+        // stream holds its connection for minutes, so a smaller one saves memory per stream.
+        let buffers = L4BufferSettings {
+            read: Some(read_buffer),
+            write: None,
+        };
+        proxy.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(buffers));
     }
     srv.add_service(proxy);
     srv.add_service(background_service(

@@ -118,6 +118,15 @@ pub fn from_yaml(
     if !(1..=10).contains(&retry.max_attempts) {
         problems.push("retry.max_attempts", "must be between 1 and 10");
     }
+    if raw
+        .client_read_buffer_bytes
+        .is_some_and(|n| !(1024..=1024 * 1024).contains(&n))
+    {
+        problems.push(
+            "client_read_buffer_bytes",
+            "must be between 1024 and 1048576",
+        );
+    }
     let t = raw.timeouts;
     for (field, v) in [
         ("timeouts.connect_ms", t.connect_ms),
@@ -145,6 +154,7 @@ pub fn from_yaml(
             access_log: raw.access_log.unwrap_or_else(|| "stdout".into()),
             drain_delay: Duration::from_millis(raw.drain_delay_ms.unwrap_or(5000)),
             meter_streams: raw.meter_streams.unwrap_or(true),
+            client_read_buffer: raw.client_read_buffer_bytes.unwrap_or(16 * 1024),
             tenants,
             governance,
             pools,

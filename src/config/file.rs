@@ -22,6 +22,10 @@ pub struct FileConfig {
     /// Where the JSON access log goes: `stdout` (default), `stderr`, `off`, or a file path.
     #[serde(default)]
     pub access_log: Option<String>,
+    /// Read buffer of each client connection, in bytes (Pingora's default is 64 KiB). Smaller
+    /// saves memory per open stream; larger saves system calls on big request bodies.
+    #[serde(default)]
+    pub client_read_buffer_bytes: Option<usize>,
     /// Parse SSE responses on the side for TTFT, TBT and usage (and ask streams for their
     /// usage). Turning it off saves the parsing cost and loses those figures.
     #[serde(default)]

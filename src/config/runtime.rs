@@ -18,6 +18,7 @@ pub struct Config {
     pub access_log: String,
     pub drain_delay: Duration,
     pub meter_streams: bool,
+    pub client_read_buffer: usize,
     pub tenants: Tenants,
     pub governance: Governance,
     pub pools: Vec<Pool>,
@@ -33,6 +34,17 @@ pub struct Config {
 impl Config {
     pub fn model(&self, alias: &str) -> Option<&Model> {
         self.models.get(alias)
+    }
+
+    /// Whether any deployment `model` may use has a known capacity, so that routing predicts
+    /// its utilization from the tokens sent (and needs exact prompt counts).
+    pub fn predicts(&self, model: &Model) -> bool {
+        model.pools.iter().any(|&p| {
+            self.pools[p]
+                .deployments
+                .iter()
+                .any(|d| d.capacity_tpm.is_some())
+        })
     }
 
     /// Every deployment of every pool, in pool order.

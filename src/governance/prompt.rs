@@ -15,6 +15,11 @@ pub fn count_prompt(operation: Operation, prompt_json: &[u8]) -> u32 {
     counted.unwrap_or((prompt_json.len() / 4) as u32)
 }
 
+/// A cheap estimate (4 bytes per token) for when no decision depends on the exact count.
+pub fn estimate(prompt_json: &[u8]) -> u64 {
+    (prompt_json.len() / 4) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,9 +116,16 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Re
         if route.operation.is_generation() {
             let policy = config.governance.policy(model, &tenant);
             let capped = caps::decide(body, &policy, None).map_err(|e| Reply::bad_request(e.0))?;
-            ctx.prompt_tokens = body
-                .prompt_json()
-                .map_or(0, |p| u64::from(prompt::count_prompt(route.operation, p)));
+            // The tokenizer is the costliest step of admission: run it only where its count
+            // decides something (a token budget, or a capacity to predict utilization from).
+            let exact = tenant.limits.tokens_per_minute.is_some() || config.predicts(model);
+            ctx.prompt_tokens = body.prompt_json().map_or(0, |p| {
+                if exact {
+                    u64::from(prompt::count_prompt(route.operation, p))
+                } else {
+                    prompt::estimate(p)
+                }
+            });
             estimate = ctx.prompt_tokens + capped.total_output;
             ctx.policy = Some(policy);
             ctx.capped = Some(capped);

@@ -10,10 +10,12 @@ const MAX_INSPECTED: usize = 1024 * 1024;
 
 pub use crate::stream::Usage;
 
-/// Copies a JSON response as it passes, up to a bound, and parses its usage at the end.
+/// Keeps a JSON response's chunks as it passes (reference-counted, not copied), up to a
+/// bound, and parses its usage at the end.
 #[derive(Debug, Default)]
 pub struct JsonUsage {
-    buf: BytesMut,
+    chunks: Vec<Bytes>,
+    len: usize,
     overflow: bool,
 }
 
@@ -22,11 +24,12 @@ impl JsonUsage {
         if self.overflow {
             return;
         }
-        if self.buf.len() + chunk.len() > MAX_INSPECTED {
+        self.len += chunk.len();
+        if self.len > MAX_INSPECTED {
             self.overflow = true;
-            self.buf = BytesMut::new();
+            self.chunks = Vec::new();
         } else {
-            self.buf.extend_from_slice(chunk);
+            self.chunks.push(chunk.clone());
         }
     }
 
@@ -35,8 +38,19 @@ impl JsonUsage {
         struct Top {
             usage: Option<Usage>,
         }
-        let top: Top = serde_json::from_slice(&self.buf).ok()?;
-        self.buf = BytesMut::new();
+        let chunks = std::mem::take(&mut self.chunks);
+        // A completion usually arrives in one chunk: parse it in place.
+        let body = match chunks.as_slice() {
+            [one] => one.clone(),
+            many => {
+                let mut joined = BytesMut::with_capacity(self.len);
+                for c in many {
+                    joined.extend_from_slice(c);
+                }
+                joined.freeze()
+            }
+        };
+        let top: Top = serde_json::from_slice(&body).ok()?;
         top.usage
     }
 }

@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
 use tokio::sync::mpsc;
-use tokio::time::{sleep, Instant};
+use tokio::time::Instant;
 
 use super::faults::Action;
 use super::generate::{completion_id, embeddings_body, request_id, unix_now, Reply};
@@ -129,7 +129,7 @@ async fn serve(
     };
     let prompt = gen.prompt_tokens;
     if gen.kind == Kind::Embeddings {
-        sleep(timing.ttft).await;
+        pause(timing.ttft).await;
         finish(shared, ticket, prompt, 0);
         let body = embeddings_body(&cfg.deployment, gen.inputs, prompt);
         return Ok(json_response(shared, StatusCode::OK, body));
@@ -157,12 +157,12 @@ async fn serve(
         .and_then(|d| d.checked_add(timing.ttft))
         .unwrap_or(Duration::MAX);
     if let Some(limit) = cfg.sync_timeout.filter(|limit| takes > *limit) {
-        sleep(limit).await;
+        pause(limit).await;
         // The generation was abandoned; charge the prompt only.
         finish(shared, ticket, prompt, 0);
         return Err(Reject::timeout());
     }
-    sleep(takes).await;
+    pause(takes).await;
     finish(shared, ticket, prompt, reply.completion_tokens());
     Ok(json_response(
         shared,
@@ -283,5 +283,13 @@ mod tests {
         assert!(authorize(Some("k"), &h).is_ok());
         h.insert("authorization", "Basic k".parse().unwrap());
         assert_eq!(authorize(Some("k"), &h), Err(Reject::unauthorized()));
+    }
+}
+
+/// Waits `d`, or not at all when it is zero: tokio's timer has millisecond granularity, so
+/// even a zero sleep would add about a millisecond to every zero-delay answer.
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
     }
 }

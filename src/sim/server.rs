@@ -36,13 +36,22 @@ pub(crate) struct Server {
     runtime: Handle,
 }
 
+/// Pending connections the kernel queues: a gateway opening hundreds of upstream connections
+/// at once must not see SYNs dropped (and a 1 s retransmission) as std's default 128 would.
+const BACKLOG: u32 = 4096;
+
 /// Binds synchronously, so a cleared `Refuse` is listening again before `set_fault` returns.
-/// std sets SO_REUSEADDR on Unix, so connections we closed (now in TIME_WAIT) do not block the port.
+/// SO_REUSEADDR, so connections we closed (now in TIME_WAIT) do not block the port.
 fn bind(addr: SocketAddr, runtime: &Handle) -> io::Result<TcpListener> {
-    let std_listener = std::net::TcpListener::bind(addr)?;
-    std_listener.set_nonblocking(true)?;
     let _guard = runtime.enter();
-    TcpListener::from_std(std_listener)
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 impl Server {
@@ -143,7 +152,11 @@ async fn accept_loop(server: Arc<Server>, drain: mpsc::Sender<()>) {
             accepted = poll_fn(|cx| server.poll_accept(cx)) => accepted,
         };
         match accepted {
-            Ok((stream, _)) => serve_connection(server.clone(), stream, drain.clone()),
+            Ok((stream, _)) => {
+                // Each SSE event is its own small write: Nagle would hold it for an ACK.
+                let _ = stream.set_nodelay(true);
+                serve_connection(server.clone(), stream, drain.clone())
+            }
             Err(e) => {
                 log::warn!("sim {}: accept failed: {e}", server.shared.cfg.name);
                 tokio::time::sleep(RETRY_PAUSE).await;

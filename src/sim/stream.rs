@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
 use super::generate::{done_event, Reply};
 
@@ -139,7 +139,7 @@ async fn generate(
 ) -> Result<(), Gone> {
     let start = Instant::now();
     send(tx, reply.annotation_event()).await?;
-    sleep_until(timing.at(start, 0)).await;
+    pause_until(timing.at(start, 0)).await;
     for index in 0..reply.n {
         if let Some(role) = reply.role_event(index) {
             send(tx, role).await?;
@@ -148,7 +148,7 @@ async fn generate(
     let mut chunks = 0u32;
     let cut_now = |chunks: u32| cut_after == Some(chunks);
     for token in 0..reply.tokens {
-        sleep_until(timing.at(start, token)).await;
+        pause_until(timing.at(start, token)).await;
         for index in 0..reply.n {
             if cut_now(chunks) {
                 return tx.send(Event::Cut).await.map_err(|_| Gone);
@@ -161,7 +161,7 @@ async fn generate(
     if cut_now(chunks) {
         return tx.send(Event::Cut).await.map_err(|_| Gone);
     }
-    sleep_until(timing.at(start, reply.tokens)).await;
+    pause_until(timing.at(start, reply.tokens)).await;
     for index in 0..reply.n {
         send(tx, reply.finish_event(index)).await?;
     }
@@ -308,5 +308,13 @@ mod tests {
         }
         // annotation, role, tok0..tok2, finish, [DONE]
         assert_eq!(at, vec![0, 50, 50, 60, 70, 80, 80]);
+    }
+}
+
+/// Waits until `at`, without touching the timer when it has passed (a zero-delay stream would
+/// otherwise pay tokio's millisecond granularity on every event).
+async fn pause_until(at: Instant) {
+    if at > Instant::now() {
+        tokio::time::sleep_until(at).await;
     }
 }

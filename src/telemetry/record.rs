@@ -9,7 +9,7 @@
 
 use crate::proxy::ctx::RequestCtx;
 use crate::shared::Shared;
-use serde_json::json;
+use serde::ser::{Serialize, SerializeSeq, Serializer};
 
 fn ms(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
@@ -122,55 +122,117 @@ pub fn request_done(
     if *shared.access_log.sink() == crate::telemetry::access::Sink::Off {
         return;
     }
-    let attempts: Vec<_> = ctx
-        .attempts
-        .iter()
-        .map(|a| {
-            json!({
-                "deployment": a.deployment.name,
-                "region": a.deployment.region,
-                "pool": cfg.pools[a.pool].name,
-                "status": a.status,
-                "outcome": a.outcome,
-                "ms": ms(a.started.elapsed()),
-            })
-        })
-        .collect();
     let st = ctx.stream.as_ref();
-    let line = json!({
-        "ts": jiff::Timestamp::now().to_string(),
-        "request_id": ctx.request_id,
-        "tenant": ctx.tenant.as_ref().map(|t| &t.name),
-        "model": ctx.route.as_ref().and_then(|r| r.alias.as_deref()),
-        "operation": ctx.route.as_ref().map(|r| r.operation.as_str()),
-        "stream": stream,
-        "status": status,
-        "requested_max_tokens": ctx.capped.as_ref().and_then(|c| c.requested),
-        "max_tokens": ctx.capped.as_ref().map(|c| c.applied),
-        "cap_reason": ctx.capped.as_ref().map(|c| c.reason.as_str()),
-        "deployment": served.map(|a| &a.deployment.name),
-        "region": served.map(|a| &a.deployment.region),
-        "pool": served.map(|a| &cfg.pools[a.pool].name),
-        "spillover": spillover,
-        "attempts": attempts,
-        "prompt_tokens": ctx.usage.map(|u| u.prompt_tokens),
-        "completion_tokens": ctx.usage.map(|u| u.completion_tokens),
-        "total_tokens": ctx.usage.map(|u| u.total_tokens),
-        "usage_estimated": st.map(|s| s.usage_estimated),
-        "ttft_ms": st.and_then(|s| s.ttft).map(ms),
-        "tbt_mean_ms": st.and_then(|s| s.tbt_mean).map(ms),
-        "tbt_p95_ms": st.and_then(|s| s.tbt_p95).map(ms),
-        "finish_reason": st.and_then(|s| s.finish_reason.as_deref()),
-        "stream_complete": st.map(|s| s.done_seen),
-        "duration_ms": ms(duration),
-        "overhead_ms": ctx.overhead.map(ms),
-        "bytes_in": bytes_in,
-        "bytes_out": bytes_out,
-        "error": error,
-    });
-    if !shared.access_log.write(line.to_string()) {
+    let line = AccessLine {
+        ts: jiff::Timestamp::now(),
+        request_id: &ctx.request_id,
+        tenant: ctx.tenant.as_ref().map(|t| t.name.as_str()),
+        model: ctx.route.as_ref().and_then(|r| r.alias.as_deref()),
+        operation: ctx.route.as_ref().map(|r| r.operation.as_str()),
+        stream,
+        status,
+        requested_max_tokens: ctx.capped.as_ref().and_then(|c| c.requested),
+        max_tokens: ctx.capped.as_ref().map(|c| c.applied),
+        cap_reason: ctx.capped.as_ref().map(|c| c.reason.as_str()),
+        deployment: served.map(|a| a.deployment.name.as_str()),
+        region: served.map(|a| a.deployment.region.as_str()),
+        pool: served.map(|a| cfg.pools[a.pool].name.as_str()),
+        spillover: spillover.as_deref(),
+        attempts: Attempts(ctx),
+        prompt_tokens: ctx.usage.map(|u| u.prompt_tokens),
+        completion_tokens: ctx.usage.map(|u| u.completion_tokens),
+        total_tokens: ctx.usage.map(|u| u.total_tokens),
+        usage_estimated: st.map(|s| s.usage_estimated),
+        ttft_ms: st.and_then(|s| s.ttft).map(ms),
+        tbt_mean_ms: st.and_then(|s| s.tbt_mean).map(ms),
+        tbt_p95_ms: st.and_then(|s| s.tbt_p95).map(ms),
+        finish_reason: st.and_then(|s| s.finish_reason.as_deref()),
+        stream_complete: st.map(|s| s.done_seen),
+        duration_ms: ms(duration),
+        overhead_ms: ctx.overhead.map(ms),
+        bytes_in,
+        bytes_out,
+        error,
+    };
+    // Serialised straight from borrowed fields: no intermediate JSON tree per request.
+    let mut out = Vec::with_capacity(768);
+    if serde_json::to_writer(&mut out, &line).is_err() {
+        return;
+    }
+    let line = String::from_utf8(out).unwrap_or_default();
+    if !shared.access_log.write(line) {
         m.access_log_dropped
             .with_label_values(&[shared.access_log.sink().label()])
             .inc();
+    }
+}
+
+/// One access log line; field order is the documented order.
+#[derive(serde::Serialize)]
+struct AccessLine<'a> {
+    #[serde(serialize_with = "rfc3339")]
+    ts: jiff::Timestamp,
+    request_id: &'a str,
+    tenant: Option<&'a str>,
+    model: Option<&'a str>,
+    operation: Option<&'a str>,
+    stream: bool,
+    status: u16,
+    requested_max_tokens: Option<u64>,
+    max_tokens: Option<u32>,
+    cap_reason: Option<&'a str>,
+    deployment: Option<&'a str>,
+    region: Option<&'a str>,
+    pool: Option<&'a str>,
+    spillover: Option<&'a str>,
+    attempts: Attempts<'a>,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+    usage_estimated: Option<bool>,
+    ttft_ms: Option<f64>,
+    tbt_mean_ms: Option<f64>,
+    tbt_p95_ms: Option<f64>,
+    finish_reason: Option<&'a str>,
+    stream_complete: Option<bool>,
+    duration_ms: f64,
+    overhead_ms: Option<f64>,
+    bytes_in: usize,
+    bytes_out: usize,
+    error: Option<&'a str>,
+}
+
+fn rfc3339<S: Serializer>(ts: &jiff::Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(ts)
+}
+
+/// The attempts of a request, serialised from the context without collecting them first.
+struct Attempts<'a>(&'a RequestCtx);
+
+#[derive(serde::Serialize)]
+struct AttemptLine<'a> {
+    deployment: &'a str,
+    region: &'a str,
+    pool: &'a str,
+    status: u16,
+    outcome: &'a str,
+    ms: f64,
+}
+
+impl Serialize for Attempts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let ctx = self.0;
+        let mut seq = s.serialize_seq(Some(ctx.attempts.len()))?;
+        for a in &ctx.attempts {
+            seq.serialize_element(&AttemptLine {
+                deployment: &a.deployment.name,
+                region: &a.deployment.region,
+                pool: &ctx.config.pools[a.pool].name,
+                status: a.status,
+                outcome: a.outcome,
+                ms: ms(a.started.elapsed()),
+            })?;
+        }
+        seq.end()
     }
 }
