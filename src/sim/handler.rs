@@ -266,6 +266,14 @@ fn control(shared: &Shared, parts: &http::request::Parts) -> Response<SimBody> {
     json_response(shared, StatusCode::OK, Bytes::from(body.to_string()))
 }
 
+/// Waits `d`, or not at all when it is zero: tokio's timer has millisecond granularity, so
+/// even a zero sleep would add about a millisecond to every zero-delay answer.
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,13 +291,5 @@ mod tests {
         assert!(authorize(Some("k"), &h).is_ok());
         h.insert("authorization", "Basic k".parse().unwrap());
         assert_eq!(authorize(Some("k"), &h), Err(Reject::unauthorized()));
-    }
-}
-
-/// Waits `d`, or not at all when it is zero: tokio's timer has millisecond granularity, so
-/// even a zero sleep would add about a millisecond to every zero-delay answer.
-async fn pause(d: Duration) {
-    if !d.is_zero() {
-        tokio::time::sleep(d).await;
     }
 }

@@ -171,6 +171,14 @@ async fn generate(
     send(tx, done_event()).await
 }
 
+/// Waits until `at`, without touching the timer when it has passed (a zero-delay stream would
+/// otherwise pay tokio's millisecond granularity on every event).
+async fn pause_until(at: Instant) {
+    if at > Instant::now() {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,13 +316,5 @@ mod tests {
         }
         // annotation, role, tok0..tok2, finish, [DONE]
         assert_eq!(at, vec![0, 50, 50, 60, 70, 80, 80]);
-    }
-}
-
-/// Waits until `at`, without touching the timer when it has passed (a zero-delay stream would
-/// otherwise pay tokio's millisecond granularity on every event).
-async fn pause_until(at: Instant) {
-    if at > Instant::now() {
-        tokio::time::sleep_until(at).await;
     }
 }
