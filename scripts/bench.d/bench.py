@@ -1,0 +1,496 @@
+#!/usr/bin/env python3
+"""Helpers of scripts/bench: records, the report, and a few /proc readings.
+
+  bench.py record-oha RESULTS OHA_JSON WORKLOAD TARGET REP CPU_TICKS CLK_TCK
+  bench.py record-streams RESULTS STREAM_JSON WORKLOAD TARGET REP CPU_TICKS CLK_TCK LISTEN_DROPS
+  bench.py report RESULTS OUT.md [--smoke 0|1] [--name ...] ...
+  bench.py busy SECONDS                   machine-wide CPU busy percent over SECONDS
+  bench.py others-snap FILE               CPU times of processes outside this process group
+  bench.py others-record RESULTS FILE STEP  what they used since the snapshot
+  bench.py child PID                      the first child process of PID (the nginx worker)
+
+`record-*` append one JSON line to RESULTS and print a one-line summary; they exit 1 when the
+step got no successful answer (the benchmark itself is broken). `report` takes medians over
+the repetitions, with differences paired within a repetition, prints the summary table and
+writes the Markdown report; it exits 3 when a full run missed a target.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+# Targets from issue 7.
+GOVERNANCE_P50_MS = 2.0
+STREAM_GAP_P99_MS = 1.0
+STREAM_MEMORY_KB = 64.0
+
+
+def append(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def record_oha(results, oha_json, workload, target, rep, cpu_ticks, clk_tck):
+    with open(oha_json) as f:
+        d = json.load(f)
+    statuses = {int(k): v for k, v in (d.get("statusCodeDistribution") or {}).items()}
+    errors = d.get("errorDistribution") or {}
+    ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
+    non2xx = sum(v for k, v in statuses.items() if not 200 <= k < 300)
+    n_err = sum(errors.values())
+    pct = d.get("latencyPercentiles") or {}
+    ms = lambda v: None if v is None else v * 1000.0
+    cpu_s = int(cpu_ticks) / int(clk_tck)
+    r = {
+        "kind": "oha",
+        "workload": workload,
+        "target": target,
+        "rep": int(rep),
+        "rps": d["summary"]["requestsPerSec"],
+        "ok": ok,
+        "non2xx": non2xx,
+        "errors": n_err,
+        "statuses": statuses,
+        "error_kinds": errors,
+        "p50_ms": ms(pct.get("p50")),
+        "p99_ms": ms(pct.get("p99")),
+        "p999_ms": ms(pct.get("p99.9")),
+        "cpu_s": cpu_s,
+        "cpu_us_per_req": cpu_s * 1e6 / ok if ok else None,
+    }
+    append(results, r)
+    bad = f"  NON-2XX {non2xx} {dict((k, v) for k, v in statuses.items() if not 200 <= k < 300)}" if non2xx else ""
+    bad += f"  ERRORS {n_err} {errors}" if n_err else ""
+    print(
+        f"   {workload:9} {target:8} rep {rep}: {r['rps']:8.0f} req/s  p50 {fmt(r['p50_ms'], 3)} ms"
+        f"  p99 {fmt(r['p99_ms'], 3)} ms  cpu {fmt(r['cpu_us_per_req'], 0)} us/req  ok {ok}{bad}"
+    )
+    if ok == 0:
+        print(f"bench: {workload} {target}: no successful answer", file=sys.stderr)
+        sys.exit(1)
+
+
+def record_streams(results, stream_json, workload, target, rep, cpu_ticks, clk_tck, listen_drops="0"):
+    with open(stream_json) as f:
+        d = json.load(f)
+    cpu_s = int(cpu_ticks) / int(clk_tck)
+    rss = next(iter(d.get("rss", {}).values()), {}) or {}
+    idle, open_kb, max_open = rss.get("idle_kb"), rss.get("open_kb"), d.get("max_open") or 0
+    per_stream = (open_kb - idle) / max_open if idle and open_kb and max_open else None
+    r = {
+        "kind": "streams",
+        "workload": workload,
+        "target": target,
+        "rep": int(rep),
+        "streams": d["streams"],
+        "ok": d["ok"],
+        "incomplete": d["incomplete"],
+        "errors": d["errors"],
+        "error_samples": d.get("error_samples", []),
+        "ttft_p50_ms": d["ttft_ms"].get("p50"),
+        "ttft_p99_ms": d["ttft_ms"].get("p99"),
+        "gap_p50_ms": d["gap_ms"].get("p50"),
+        "gap_p99_ms": d["gap_ms"].get("p99"),
+        "gap_p999_ms": d["gap_ms"].get("p999"),
+        "gap_max_ms": d["gap_ms"].get("max"),
+        "gaps": d["gap_ms"].get("n", 0),
+        "max_open": max_open,
+        "idle_kb": idle,
+        "open_kb": open_kb,
+        "kb_per_stream": per_stream,
+        "elapsed_s": d.get("elapsed_s"),
+        "content_events": d.get("content_events", 0),
+        "cpu_s": cpu_s,
+        "cpu_us_per_event": cpu_s * 1e6 / d["content_events"] if d.get("content_events") else None,
+        "cores": cpu_s / d["elapsed_s"] if d.get("elapsed_s") else None,
+        "listen_drops": int(listen_drops),
+    }
+    append(results, r)
+    bad = f"  FAILED {r['errors']} {r['error_samples'][:2]}" if r["errors"] else ""
+    bad += f"  INCOMPLETE {r['incomplete']}" if r["incomplete"] else ""
+    bad += f"  SYNs dropped by a full listen queue: {r['listen_drops']}" if r["listen_drops"] else ""
+    mem = (
+        f"  rss {idle / 1024:.1f} -> {open_kb / 1024:.1f} MB at {max_open} open = {per_stream:.1f} KB/stream"
+        if per_stream is not None
+        else ""
+    )
+    print(
+        f"   {workload:12} {target:8} rep {rep}: ok {r['ok']}/{r['streams']}  cpu {fmt(r['cpu_us_per_event'], 1)} us/event  ttft p50 {fmt(r['ttft_p50_ms'], 2)} "
+        f"p99 {fmt(r['ttft_p99_ms'], 2)} ms  gap p50 {fmt(r['gap_p50_ms'], 2)} p99 {fmt(r['gap_p99_ms'], 2)} ms{mem}{bad}"
+    )
+    if r["ok"] == 0:
+        print(f"bench: streams {target}: no stream completed", file=sys.stderr)
+        sys.exit(1)
+
+
+def busy(seconds):
+    def read():
+        f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return sum(f), f[3] + f[4]
+
+    t0, i0 = read()
+    time.sleep(float(seconds))
+    t1, i1 = read()
+    print(round(100 * (1 - (i1 - i0) / max(1, t1 - t0))))
+
+
+def foreign_ticks():
+    """CPU ticks (own plus reaped children) of every process outside our process group,
+    kernel threads excluded."""
+    ours = os.getpgid(0)
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        ppid, pgrp = int(fields[1]), int(fields[2])
+        if pgrp == ours or ppid == 2 or pid == "2":
+            continue
+        out[pid] = (comm, sum(int(x) for x in fields[11:15]))
+    return out
+
+
+def others_snap(path):
+    with open(path, "w") as f:
+        json.dump({"time": time.time(), "procs": foreign_ticks()}, f)
+
+
+def others_record(results, path, step):
+    with open(path) as f:
+        snap = json.load(f)
+    now = foreign_ticks()
+    tck = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid, (comm, ticks) in now.items():
+        before = snap["procs"].get(pid)
+        delta = ticks - before[1] if before and before[0] == comm else ticks
+        if delta > 0:
+            used[comm] = used.get(comm, 0) + delta / tck
+    wall = time.time() - snap["time"]
+    total = sum(used.values())
+    top = sorted(used.items(), key=lambda kv: -kv[1])[:3]
+    append(results, {"kind": "others", "step": step, "cpu_s": total, "wall_s": wall, "top": top})
+    share = 100 * total / wall if wall > 0 else 0
+    note = "  WARNING: numbers of this step are disturbed" if share > 10 else ""
+    print(f"   other processes used {total:.1f} CPU-s in {wall:.0f} s ({share:.0f}% of a core)"
+          + (f": {', '.join(f'{c} {s:.1f}s' for c, s in top)}" if top else "") + note)
+
+
+def fmt(v, digits=2, sign=False):
+    if v is None:
+        return "n/a"
+    return f"{v:+,.{digits}f}" if sign else f"{v:,.{digits}f}"
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+class Runs:
+    def __init__(self, records):
+        self.records = records
+
+    def get(self, kind, target, workload=None):
+        return [
+            r
+            for r in self.records
+            if r["kind"] == kind and r["target"] == target and (workload is None or r.get("workload") == workload)
+        ]
+
+    def med(self, kind, target, field, workload=None):
+        return med([r[field] for r in self.get(kind, target, workload)])
+
+    def paired(self, kind, field, a, b, workload_a=None, workload_b=None, op=lambda x, y: x - y):
+        """Median over repetitions of op(a's field, b's field) within the same repetition."""
+        by_rep_b = {r["rep"]: r for r in self.get(kind, b, workload_b)}
+        out = []
+        for r in self.get(kind, a, workload_a):
+            o = by_rep_b.get(r["rep"])
+            if o and r[field] is not None and o[field] is not None:
+                out.append(op(r[field], o[field]))
+        return med(out)
+
+    def errors(self, kind, target, workload=None):
+        rs = self.get(kind, target, workload)
+        if kind == "oha":
+            return sum(r["non2xx"] + r["errors"] for r in rs)
+        return sum(r["errors"] + r["incomplete"] for r in rs)
+
+
+def verdict(value, limit, smoke):
+    if value is None:
+        return "n/a"
+    passed = value < limit
+    word = "PASS" if passed else "MISS"
+    return f"{word} (not enforced)" if smoke else word
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem_kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+        return f"{model}, {mem_kb / 1024 / 1024:.0f} GiB"
+    except (OSError, StopIteration):
+        return model
+
+
+def table(header, body):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(out)
+
+
+def report(args):
+    records = [json.loads(l) for l in open(args.results) if l.strip()]
+    R = Runs(records)
+    smoke = args.smoke == "1"
+    tgt = ["direct", "nginx", "spillway"]
+    gws = ("nginx", "spillway")
+    hi, lo = f"streams-{args.streams}", f"streams-{args.streams_low}"
+
+    # (i) fixed rate: added latency, paired per repetition.
+    add = {(t, q): R.paired("oha", f"{q}_ms", t, "direct", "rate", "rate") for t in gws for q in ("p50", "p99")}
+    # (i) saturation.
+    sat = {t: R.med("oha", t, "rps", "sat") for t in tgt}
+    sat_ratio = R.paired("oha", "rps", "spillway", "nginx", "sat", "sat", op=lambda x, y: x / y)
+    # (ii) governance: Spillway's added latency on chat minus its added latency on embeddings.
+    body_added = {
+        (kind, q): R.paired("oha", f"{q}_ms", "spillway", "direct", f"body-{kind}", f"body-{kind}")
+        for kind in ("chat", "emb")
+        for q in ("p50", "p99")
+    }
+    gov = {}
+    for q in ("p50", "p99"):
+        diffs = []
+        for rep in sorted({r["rep"] for r in records if "rep" in r}):
+            def at(target, kind):
+                rs = [r for r in R.get("oha", target, f"body-{kind}") if r["rep"] == rep]
+                return rs[0][f"{q}_ms"] if rs else None
+
+            vals = [at("spillway", "chat"), at("direct", "chat"), at("spillway", "emb"), at("direct", "emb")]
+            if None not in vals:
+                diffs.append((vals[0] - vals[1]) - (vals[2] - vals[3]))
+        gov[q] = med(diffs)
+    # (iii) streams, at both levels.
+    s_add = {
+        (lvl, t, f): R.paired("streams", f, t, "direct", lvl, lvl)
+        for lvl in (hi, lo)
+        for t in gws
+        for f in ("ttft_p50_ms", "ttft_p99_ms", "gap_p50_ms", "gap_p99_ms")
+    }
+    # (iv) memory, with the most streams open.
+    mem = {t: R.med("streams", t, "kb_per_stream", hi) for t in gws}
+
+    def ms(v, d=3):
+        return fmt(v, d, True) + " ms"
+
+    def ttft(lvl, t):
+        return f"{fmt(s_add[(lvl, t, 'ttft_p50_ms')], 2, True)} / {fmt(s_add[(lvl, t, 'ttft_p99_ms')], 2, True)} ms"
+
+    gap_hi = s_add[(hi, "spillway", "gap_p99_ms")]
+    rows = [
+        ("Added latency p50 at 2,000 req/s (over direct)", ms(add[("nginx", "p50")]), ms(add[("spillway", "p50")]), "", ""),
+        ("Added latency p99 at 2,000 req/s (over direct)", ms(add[("nginx", "p99")]), ms(add[("spillway", "p99")]), "", ""),
+        ("Throughput at saturation, 64 connections", f"{fmt(sat['nginx'], 0)} req/s",
+         f"{fmt(sat['spillway'], 0)} req/s = {fmt(sat_ratio, 2)}x nginx", "", ""),
+        ("Governance cost, 200 KB body, p50 (chat minus embeddings, each over direct)", "", ms(gov["p50"]),
+         f"< {GOVERNANCE_P50_MS:g} ms", verdict(gov["p50"], GOVERNANCE_P50_MS, smoke)),
+        (f"Added TTFT p50 / p99, {args.streams} streams", ttft(hi, "nginx"), ttft(hi, "spillway"), "", ""),
+        (f"Added gap between content events p99, {args.streams} streams", ms(s_add[(hi, "nginx", "gap_p99_ms")], 2),
+         ms(gap_hi, 2), f"< {STREAM_GAP_P99_MS:g} ms", verdict(gap_hi, STREAM_GAP_P99_MS, smoke)),
+        (f"Added TTFT p50 / p99, {args.streams_low} streams", ttft(lo, "nginx"), ttft(lo, "spillway"), "", ""),
+        (f"Added gap between content events p99, {args.streams_low} streams", ms(s_add[(lo, "nginx", "gap_p99_ms")], 2),
+         ms(s_add[(lo, "spillway", "gap_p99_ms")], 2), "", "(reference)"),
+        (f"Memory per open stream (VmRSS open minus idle, / open streams), {args.streams} streams",
+         fmt(mem["nginx"], 1) + " KB", fmt(mem["spillway"], 1) + " KB", f"< {STREAM_MEMORY_KB:g} KB",
+         verdict(mem["spillway"], STREAM_MEMORY_KB, smoke)),
+    ]
+    summary = table(["Measure", "nginx", "Spillway", "Target", "Result"], rows)
+
+    others = [r for r in records if r["kind"] == "others"]
+    o_cpu, o_wall = sum(r["cpu_s"] for r in others), sum(r["wall_s"] for r in others)
+    o_top = {}
+    for r in others:
+        for comm, s in r["top"]:
+            o_top[comm] = o_top.get(comm, 0) + s
+    o_share = 100 * o_cpu / o_wall if o_wall else 0
+    o_text = f"{o_cpu:.0f} CPU-s over {o_wall:.0f} s of measurements ({o_share:.0f}% of one core)"
+    if o_top:
+        o_text += "; most: " + ", ".join(f"{c} {s:.0f}s" for c, s in sorted(o_top.items(), key=lambda kv: -kv[1])[:3])
+
+    reps = int(args.reps)
+    md = []
+    md.append(f"# Spillway benchmark: {args.name}, {args.cores} cores\n")
+    md.append(f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    md.append(f"- Command: `{args.command}` ({'smoke: targets not enforced' if smoke else 'full run'}; "
+              f"{reps} interleaved repetition{'s' if reps > 1 else ''} per measurement, medians; "
+              "differences paired within a repetition)")
+    md.append(f"- Machine: {machine()}, {args.cores} cores, Linux {args.kernel}")
+    md.append(f"- Quiet machine: CPU {args.background_busy}% busy before the start; other processes: {o_text}")
+    md.append(f"- Versions: {args.spillway}; {args.nginx}; {args.oha}; {args.rustc}")
+    md.append(f"- Workloads: {args.params}")
+    md.append("- Setup: the load generator, the simulator (`spillway sim`) and the gateway share the cores, on "
+              "loopback. nginx: 1 worker, upstream keep-alive, `proxy_buffering off`, buffered access log. "
+              "Spillway: `server.threads: 1`, governance, routing, metrics and a file access log on.\n")
+    md.append("## Summary\n")
+    md.append(summary + "\n")
+
+    md.append("How to read it: added = through the gateway minus direct, within the same repetition. "
+              f"The machine's {args.cores} cores are shared by the load generator, the simulator and the gateway, "
+              "so a gateway that needs more CPU also slows the others; the stream tables show how busy each "
+              "was. TTFT outliers of about 40 ms when direct has none are the signature of Nagle's algorithm "
+              "meeting a delayed ACK on a reused upstream connection (an upstream socket without TCP_NODELAY); "
+              "outliers of about 1 s, of a SYN dropped by a full listen queue and retransmitted (counted below "
+              "as SYNs dropped; direct streams connect before their clock starts).\n")
+    md.append("## Details\n")
+    md.append("### (i) ~1 KB chat requests at a fixed 2,000 req/s (oha `-q 2000 -c 50 --latency-correction`)\n")
+    body = [(t, fmt(R.med("oha", t, "p50_ms", "rate"), 3), fmt(R.med("oha", t, "p99_ms", "rate"), 3),
+             fmt(R.med("oha", t, "rps", "rate"), 0), fmt(R.med("oha", t, "cpu_us_per_req", "rate"), 0),
+             R.errors("oha", t, "rate")) for t in tgt]
+    md.append(table(["Target", "p50 ms", "p99 ms", "req/s", "CPU us/req", "errors + non-2xx"], body) + "\n")
+    timer_note = ""
+    if (R.med("oha", "direct", "p50_ms", "rate") or 0) > 0.8:
+        timer_note = (" The simulator answers after a zero-length tokio sleep, which waits for the next 1 ms "
+                      "timer tick: that is most of the direct latency.")
+    md.append("CPU is that of the process doing the target's work: the simulator for direct, the nginx worker, "
+              "the Spillway process." + timer_note + "\n")
+    md.append("### (i) Saturation (oha `-c 64`, no rate limit)\n")
+    body = [(t, fmt(R.med("oha", t, "rps", "sat"), 0), fmt(R.med("oha", t, "p50_ms", "sat"), 3),
+             fmt(R.med("oha", t, "p99_ms", "sat"), 3), fmt(R.med("oha", t, "cpu_us_per_req", "sat"), 0),
+             R.errors("oha", t, "sat")) for t in tgt]
+    md.append(table(["Target", "req/s", "p50 ms", "p99 ms", "CPU us/req", "errors + non-2xx"], body) + "\n")
+    md.append("### (ii) 200 KB bodies at 100 req/s\n")
+    body = []
+    for kind, label in (("chat", "chat/completions (governed)"), ("emb", "embeddings (passed through)")):
+        for t in ("direct", "spillway"):
+            wl = f"body-{kind}"
+            a50 = fmt(body_added[(kind, "p50")], 3, True) if t == "spillway" else ""
+            a99 = fmt(body_added[(kind, "p99")], 3, True) if t == "spillway" else ""
+            body.append((label, t, fmt(R.med("oha", t, "p50_ms", wl), 3), fmt(R.med("oha", t, "p99_ms", wl), 3), a50, a99,
+                         fmt(R.med("oha", t, "cpu_us_per_req", wl), 0), R.errors("oha", t, wl)))
+    md.append(table(["Path", "Target", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "CPU us/req",
+                     "errors + non-2xx"], body) + "\n")
+    md.append(f"Governance cost (Spillway's added latency on chat minus on embeddings): p50 {ms(gov['p50'])}, "
+              f"p99 {ms(gov['p99'])}.\n")
+    for lvl, n in ((hi, args.streams), (lo, args.streams_low)):
+        md.append(f"### (iii) {n} concurrent SSE streams, 10 ms between tokens (examples/stream_load.rs)\n")
+        body = [(t, fmt(R.med("streams", t, "ttft_p50_ms", lvl), 2), fmt(R.med("streams", t, "ttft_p99_ms", lvl), 2),
+                 fmt(R.med("streams", t, "gap_p50_ms", lvl), 2), fmt(R.med("streams", t, "gap_p99_ms", lvl), 2),
+                 fmt(R.med("streams", t, "gap_p999_ms", lvl), 2), fmt(R.med("streams", t, "gap_max_ms", lvl), 1),
+                 fmt(R.med("streams", t, "max_open", lvl), 0), fmt(R.med("streams", t, "cpu_us_per_event", lvl), 1),
+                 fmt(R.med("streams", t, "cores", lvl), 2), sum(r["listen_drops"] for r in R.get("streams", t, lvl)),
+                 R.errors("streams", t, lvl)) for t in tgt]
+        md.append(table(["Target", "TTFT p50 ms", "TTFT p99 ms", "gap p50 ms", "gap p99 ms", "gap p99.9 ms",
+                         "gap max ms", "most open at once", "CPU us/content event", "cores busy",
+                         "SYNs dropped (listen queue full, all reps)", "failed + incomplete"], body) + "\n")
+    md.append("TTFT runs from sending the request (on an open connection) to the first content event; the gaps "
+              "are between consecutive content events of a stream, as the client reads them (a gap near 0 means "
+              "events arrived bunched up). CPU per event and cores busy (CPU time over the run's wall time) are "
+              "the simulator's for direct, the gateway's otherwise; the simulator works just as hard behind a "
+              "gateway, and the client needs its share too.\n")
+    md.append(f"### (iv) Resident memory with {args.streams} streams open\n")
+    body = []
+    for t in gws:
+        idle, opened = R.med("streams", t, "idle_kb", hi), R.med("streams", t, "open_kb", hi)
+        body.append((t, fmt(idle and idle / 1024, 1), fmt(opened and opened / 1024, 1),
+                     fmt(R.med("streams", t, "max_open", hi), 0), fmt(mem[t], 1)))
+    md.append(table(["Process", "idle VmRSS MB", "open VmRSS MB", "streams open", "KB per stream"], body) + "\n")
+    md.append("The gateway is restarted and warmed with a few requests before each stream measurement; idle is "
+              "read just before the first stream, open when the most streams are open. nginx is its worker "
+              "process, Spillway the whole process.\n")
+
+    md.append("<details><summary>Every repetition</summary>\n")
+    body = []
+    for r in records:
+        if r["kind"] == "oha":
+            body.append((r["workload"], r["target"], r["rep"], fmt(r["rps"], 0) + " req/s", fmt(r["p50_ms"], 3),
+                         fmt(r["p99_ms"], 3), fmt(r["cpu_us_per_req"], 0) + " us/req", r["non2xx"] + r["errors"]))
+        elif r["kind"] == "streams":
+            body.append((r["workload"], r["target"], r["rep"], f"{r['ok']}/{r['streams']} ok",
+                         f"TTFT {fmt(r['ttft_p50_ms'], 2)} / {fmt(r['ttft_p99_ms'], 2)}",
+                         f"gap {fmt(r['gap_p50_ms'], 2)} / {fmt(r['gap_p99_ms'], 2)}",
+                         (f"{fmt(r['kb_per_stream'], 1)} KB/stream, " if r["target"] != "direct" else "")
+                         + f"{fmt(r['cpu_us_per_event'], 1)} us/event",
+                         r["errors"] + r["incomplete"]))
+    md.append(table(["Workload", "Target", "Rep", "Throughput", "p50 ms", "p99 ms", "Cost", "errors"], body))
+    md.append("\n</details>\n")
+
+    total_errors = sum(R.errors(k, t) for k in ("oha", "streams") for t in tgt)
+    if total_errors:
+        md.append(f"**{total_errors} requests or streams failed or got a non-2xx answer**; see the tables above.\n")
+
+    with open(args.out, "w") as f:
+        f.write("\n".join(md))
+    print(summary)
+    print(f"\nother processes: {o_text}")
+    if total_errors:
+        print(f"\nWARNING: {total_errors} requests or streams failed or got a non-2xx answer")
+    missed = [r[0] for r in rows if r[4].startswith("MISS")]
+    if missed and not smoke:
+        print("\nMISSED: " + "; ".join(missed))
+        return 3
+    return 0
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 1
+    cmd, rest = sys.argv[1], sys.argv[2:]
+    if cmd == "record-oha":
+        record_oha(*rest)
+        return 0
+    if cmd == "record-streams":
+        record_streams(*rest)
+        return 0
+    if cmd == "child":
+        kids = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                raw = open(f"/proc/{pid}/stat").read()
+            except OSError:
+                continue
+            if raw[raw.rindex(")") + 2 :].split()[1] == rest[0]:
+                kids.append(int(pid))
+        if not kids:
+            return 1
+        print(min(kids))
+        return 0
+    if cmd == "busy":
+        busy(*rest)
+        return 0
+    if cmd == "others-snap":
+        others_snap(*rest)
+        return 0
+    if cmd == "others-record":
+        others_record(*rest)
+        return 0
+    if cmd == "report":
+        p = argparse.ArgumentParser()
+        p.add_argument("results")
+        p.add_argument("out")
+        for flag in ("smoke", "name", "cores", "reps", "streams", "streams-low", "spillway", "nginx", "oha", "rustc", "kernel",
+                     "background-busy", "command", "params"):
+            p.add_argument(f"--{flag}", default="")
+        return report(p.parse_args(rest))
+    print(__doc__, file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
