@@ -357,3 +357,47 @@ async fn a_stream_cut_after_its_first_byte_is_not_replayed() {
     );
     assert_eq!(r.ptu.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn clients_hanging_up_neither_eject_a_deployment_nor_cause_replays() {
+    use tokio::io::AsyncWriteExt;
+    let r = regions(
+        SimMode::Unlimited,
+        "",
+        "routing:\n  eject_after_failures: 2\n  eject_ms: 60000\nhealth:\n  interval_ms: 0\n",
+    )
+    .await;
+    r.ptu.set_ttft(Duration::from_millis(200));
+    let body = chat_body("");
+    for _ in 0..4 {
+        let mut conn = tokio::net::TcpStream::connect(r.gw.addr).await.unwrap();
+        let head = format!(
+            "POST {} HTTP/1.1\r\nhost: x\r\napi-key: {TENANT_KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            chat_path("gpt-4o-mini"),
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        // Hang up once the request is with the PTU.
+        let n = r.ptu.requests().len();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r.ptu.requests().len() == n {
+            assert!(
+                Instant::now() < deadline,
+                "the request never reached the PTU"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(conn);
+    }
+    r.ptu.set_ttft(Duration::from_millis(1));
+    let a = ask(&r, chat_body("")).await;
+    assert_eq!(
+        a.header("x-ms-deployment-name"),
+        Some("eastus-ptu"),
+        "{}",
+        a.text()
+    );
+    assert_eq!(r.standard_requests(), 0, "nothing was replayed elsewhere");
+    let st = r.deployment_status("eastus-ptu").await;
+    assert_eq!(st["ejected_ms"], 0, "{st}");
+}

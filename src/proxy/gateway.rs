@@ -213,6 +213,18 @@ impl ProxyHttp for Gateway {
             return e;
         }
         let now = tokio::time::Instant::now();
+        if e.esource() == &ErrorSource::Downstream {
+            // The client went away (or sent garbage): nothing to say about the deployment,
+            // and nobody left to answer, so no replay either.
+            if let Some(a) = ctx.attempts.last_mut() {
+                if a.outcome == "pending" {
+                    a.outcome = "client-gone";
+                }
+            }
+            replay::unadmit(ctx, now);
+            e.set_retry(false);
+            return e;
+        }
         let stale = client_reused
             && matches!(
                 e.etype(),
