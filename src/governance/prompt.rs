@@ -12,7 +12,7 @@ pub fn count_prompt(operation: Operation, prompt_json: &[u8]) -> u32 {
         Operation::ChatCompletions => tokens::count_chat_prompt(prompt_json),
         _ => tokens::count_prompt_json(prompt_json),
     };
-    counted.unwrap_or((prompt_json.len() / 4) as u32)
+    counted.unwrap_or_else(|_| u32::try_from(estimate(prompt_json)).unwrap_or(u32::MAX))
 }
 
 /// A cheap estimate (4 bytes per token) for when no decision depends on the exact count.

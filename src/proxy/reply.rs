@@ -63,17 +63,27 @@ impl Reply {
 
     /// Writes the whole answer to the client.
     pub async fn send(&self, session: &mut Session, request_id: &str) -> Result<()> {
-        let body = self.body();
-        let mut h = ResponseHeader::build(self.status, Some(4))?;
-        h.insert_header("content-type", "application/json")?;
-        h.insert_header("content-length", body.len().to_string())?;
-        h.insert_header("x-request-id", request_id)?;
-        for (name, value) in &self.headers {
-            h.insert_header(*name, value.as_str())?;
-        }
-        session.write_response_header(Box::new(h), false).await?;
-        session.write_response_body(Some(body), true).await
+        let extra = self.headers.iter().map(|(n, v)| (*n, v.as_str()));
+        let headers = std::iter::once(("x-request-id", request_id)).chain(extra);
+        write_json(session, self.status, self.body(), headers).await
     }
+}
+
+/// Writes a complete JSON answer the gateway generated itself.
+async fn write_json<'a>(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    headers: impl Iterator<Item = (&'static str, &'a str)>,
+) -> Result<()> {
+    let mut h = ResponseHeader::build(status, Some(4))?;
+    h.insert_header("content-type", "application/json")?;
+    h.insert_header("content-length", body.len().to_string())?;
+    for (name, value) in headers {
+        h.insert_header(name, value)?;
+    }
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(body), true).await
 }
 
 /// Answers the client-port health probe: 200 when ready, 503 with the reason when not.
@@ -86,12 +96,13 @@ pub async fn health(session: &mut Session, not_ready: Option<String>) -> Result<
         ),
     };
     let body = Bytes::from(body.to_string());
-    let mut h = ResponseHeader::build(status, Some(4))?;
-    h.insert_header("content-type", "application/json")?;
-    h.insert_header("content-length", body.len().to_string())?;
-    h.insert_header("cache-control", "no-store")?;
-    session.write_response_header(Box::new(h), false).await?;
-    session.write_response_body(Some(body), true).await
+    write_json(
+        session,
+        status,
+        body,
+        std::iter::once(("cache-control", "no-store")),
+    )
+    .await
 }
 
 #[cfg(test)]
