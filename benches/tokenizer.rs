@@ -369,13 +369,44 @@ fn bench_chat_api(c: &mut Criterion) {
     .to_string();
     let mut group = c.benchmark_group("chat_prompt_2k");
     group.throughput(Throughput::Bytes(messages.len() as u64));
+    group.bench_function("count_text_unmemoized", |b| {
+        b.iter(|| spillway::governance::tokens::count_text_unmemoized(black_box(TYPICAL_PROMPT)))
+    });
     group.bench_function("count_text", |b| {
         b.iter(|| spillway::governance::tokens::count_text(black_box(TYPICAL_PROMPT)))
+    });
+    // The memo's worst case: 2 KB texts of made-up words, about 25,000 distinct pieces in all,
+    // more than the memo holds, so nearly every piece misses and is inserted.
+    let unrepeated = made_up_texts(64, TYPICAL_PROMPT.len());
+    group.bench_function("count_text_unrepeated_words", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % unrepeated.len();
+            spillway::governance::tokens::count_text(black_box(&unrepeated[i]))
+        })
     });
     group.bench_function("count_chat_prompt", |b| {
         b.iter(|| spillway::governance::tokens::count_chat_prompt(black_box(messages.as_bytes())))
     });
     group.finish();
+}
+
+/// `n` texts of about `len` bytes each, of pseudo-random lowercase words.
+fn made_up_texts(n: usize, len: usize) -> Vec<String> {
+    let mut seed = 0x2545_f491_u32;
+    (0..n)
+        .map(|_| {
+            let mut text = String::with_capacity(len + 16);
+            while text.len() < len {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                text.push(' ');
+                for k in 0..3 + (seed >> 29) {
+                    text.push((b'a' + (seed.rotate_right(k * 5) % 26) as u8) as char);
+                }
+            }
+            text
+        })
+        .collect()
 }
 
 fn main() {

@@ -53,15 +53,74 @@ pub struct PromptJsonError(#[from] serde_json::Error);
 /// Loads the tokenizer, so the first request does not pay for it. Idempotent and cheap after the
 /// first call.
 pub fn warm_up() {
-    // The first use deserialises the embedded vocabulary behind the crate's `LazyLock`.
-    let _ = count_text("warm up");
+    // Only forces the crate's `LazyLock` (the vocabulary and the compiled splitting regex). It
+    // must not count: the regex's cache pool gives its lock-free fast path to the first thread
+    // that searches, and that should be a proxy worker, not the thread that starts the server.
+    let _ = bpe_openai::o200k_base();
 }
 
 /// Number of `o200k_base` tokens in `text`. Special-token spellings such as `<|endoftext|>` count
 /// as ordinary text, as the API treats them in message content.
 pub fn count_text(text: &str) -> usize {
-    // `count` walks the pre-tokenised pieces and sums their lengths; no token vector is built.
+    let tokenizer = bpe_openai::o200k_base();
+    PIECES.with_borrow_mut(|memo| {
+        tokenizer
+            .split(text)
+            .map(|piece| memo.count(piece, &tokenizer.bpe))
+            .sum()
+    })
+}
+
+/// The same count without the piece memo: the tokenizer crate's own loop, for comparison.
+pub fn count_text_unmemoized(text: &str) -> usize {
     bpe_openai::o200k_base().count(text)
+}
+
+thread_local! {
+    static PIECES: std::cell::RefCell<PieceMemo> = std::cell::RefCell::new(PieceMemo::default());
+}
+
+/// Token counts of recently seen pre-tokenised pieces (words with their leading space, runs of
+/// digits or punctuation), per thread. Prompts repeat their pieces heavily, across requests too
+/// (system prompts, common words), and a hash lookup costs a fraction of the byte-pair encoder,
+/// which allocates twice per piece. Hugging Face's `tokenizers` keeps the same kind of cache in
+/// its BPE model. Bounded: only short pieces are kept, and the table is emptied when full, so
+/// input that never repeats (an attack, or random data) costs a lookup and an insert per piece
+/// and holds at most `MEMO_PIECES` entries.
+#[derive(Default)]
+struct PieceMemo {
+    counts: std::collections::HashMap<Box<str>, u32>,
+}
+
+/// Entries a thread's memo holds before it starts over (about 0.5 MB).
+const MEMO_PIECES: usize = 8192;
+
+/// Longer pieces are rare in prose and seldom repeat; they are counted every time.
+const MEMO_PIECE_BYTES: usize = 24;
+
+impl PieceMemo {
+    fn count(
+        &mut self,
+        piece: &str,
+        bpe: &bpe_openai::byte_pair_encoding::BytePairEncoding,
+    ) -> usize {
+        if piece.len() == 1 {
+            // Every byte is a token of its own.
+            return 1;
+        }
+        if piece.len() > MEMO_PIECE_BYTES {
+            return bpe.count(piece.as_bytes());
+        }
+        if let Some(&n) = self.counts.get(piece) {
+            return n as usize;
+        }
+        let n = bpe.count(piece.as_bytes());
+        if self.counts.len() >= MEMO_PIECES {
+            self.counts.clear();
+        }
+        self.counts.insert(piece.into(), n as u32);
+        n
+    }
 }
 
 /// Bytes of prompt text counted exactly per request (about 1 ms of tokenizer time). Beyond
@@ -344,6 +403,38 @@ mod tests {
         assert_eq!(count_text(&"a".repeat(100_000)), 12_500);
         assert_eq!(count_text(&" ".repeat(100_000)), 782);
         assert_eq!(count_text(&"\n".repeat(100_000)), 6_250);
+    }
+
+    #[test]
+    fn the_piece_memo_never_changes_a_count() {
+        // Enough distinct words to fill the memo several times over, so clearing is exercised.
+        let mut seed = 0x9e37_79b9_u32;
+        let mut words = String::new();
+        for i in 0..(MEMO_PIECES * 3) {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let len = 2 + (seed >> 28) as usize;
+            words.push(' ');
+            for k in 0..len {
+                words.push((b'a' + (seed.rotate_right(k as u32 * 5) % 26) as u8) as char);
+            }
+            if i % 7 == 0 {
+                words.push_str(" 12345, Don't\n\t");
+            }
+        }
+        let long_piece = format!(" {}", "antidisestablishmentarianism".repeat(3));
+        for text in [
+            words.as_str(),
+            long_piece.as_str(),
+            "a",
+            " ",
+            "x y",
+            "caf\u{e9}\u{301}",
+        ] {
+            let expected = count_text_unmemoized(text);
+            assert_eq!(count_text(text), expected, "first pass");
+            assert_eq!(count_text(text), expected, "from the memo");
+        }
+        PIECES.with_borrow(|memo| assert!(memo.counts.len() <= MEMO_PIECES));
     }
 
     #[test]
