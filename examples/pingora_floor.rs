@@ -1,5 +1,5 @@
 //! The floor under Spillway in `scripts/bench`: Pingora 0.9 as a bare reverse proxy, built the
-//! way Spillway builds its proxy service (same crate features, same allocator, one worker
+//! way Spillway builds its proxy service (same crate features, the system allocator, one worker
 //! thread, 16 KiB client read buffer) but with no hook besides `upstream_peer`: no body read,
 //! governance, routing, metrics or access log. What it adds over a direct connection is the
 //! framework's cost, which no `ProxyHttp` implementation can go below.
@@ -10,9 +10,6 @@ use async_trait::async_trait;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Floor {
     upstream: String,

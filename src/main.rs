@@ -4,12 +4,6 @@ use clap::Parser;
 use spillway::cli::{run_gateway, Cli, Command};
 use std::process::ExitCode;
 
-// Every request allocates (headers, body buffers, futures) and frees on the same worker thread:
-// mimalloc's thread-local free lists make that cheaper than glibc's arenas. Measured with
-// scripts/bench, see the commit that added it.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut cli = Cli::parse();
