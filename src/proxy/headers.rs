@@ -2,15 +2,31 @@
 //! output limit was applied and why, and what is left of the tenant's budget.
 
 use super::ctx::RequestCtx;
+use http::HeaderName;
 use pingora::http::ResponseHeader;
 use pingora::Result;
 
+// Names given as `&str` are parsed and copied on every insert; these are built at compile time.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_MS_DEPLOYMENT_NAME: HeaderName = HeaderName::from_static("x-ms-deployment-name");
+const X_SPILLWAY_REGION: HeaderName = HeaderName::from_static("x-spillway-region");
+const X_SPILLWAY_ATTEMPTS: HeaderName = HeaderName::from_static("x-spillway-attempts");
+const X_SPILLWAY_SPILLOVER: HeaderName = HeaderName::from_static("x-spillway-spillover");
+const X_MS_SPILLOVER_FROM: HeaderName = HeaderName::from_static("x-ms-spillover-from-deployment");
+const X_SPILLWAY_MAX_TOKENS: HeaderName = HeaderName::from_static("x-spillway-max-tokens");
+const X_SPILLWAY_REQUESTED: HeaderName = HeaderName::from_static("x-spillway-requested-max-tokens");
+const X_SPILLWAY_CAP: HeaderName = HeaderName::from_static("x-spillway-cap");
+const X_RATELIMIT_REMAINING_TOKENS: HeaderName =
+    HeaderName::from_static("x-ratelimit-remaining-tokens");
+const X_RATELIMIT_REMAINING_REQUESTS: HeaderName =
+    HeaderName::from_static("x-ratelimit-remaining-requests");
+
 pub fn annotate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
     if let Some(a) = ctx.current() {
-        resp.insert_header("x-ms-deployment-name", a.deployment.name.as_str())?;
-        resp.insert_header("x-spillway-region", a.deployment.region.as_str())?;
-        resp.insert_header("x-spillway-attempts", ctx.attempts.len().to_string())?;
+        resp.insert_header(X_MS_DEPLOYMENT_NAME, a.deployment.name.as_str())?;
+        resp.insert_header(X_SPILLWAY_REGION, a.deployment.region.as_str())?;
+        resp.insert_header(X_SPILLWAY_ATTEMPTS, ctx.attempts.len())?;
         let first = ctx
             .route
             .as_ref()
@@ -20,28 +36,28 @@ pub fn annotate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
         if let Some(first) = first.filter(|f| *f != a.pool) {
             let pools = &ctx.config.pools;
             resp.insert_header(
-                "x-spillway-spillover",
+                X_SPILLWAY_SPILLOVER,
                 format!("{}->{}", pools[first].name, pools[a.pool].name),
             )?;
-            resp.insert_header("x-ms-spillover-from-deployment", pools[first].name.as_str())?;
+            resp.insert_header(X_MS_SPILLOVER_FROM, pools[first].name.as_str())?;
         }
     }
     if let Some(c) = &ctx.capped {
-        resp.insert_header("x-spillway-max-tokens", c.applied.to_string())?;
+        resp.insert_header(X_SPILLWAY_MAX_TOKENS, c.applied)?;
         resp.insert_header(
-            "x-spillway-requested-max-tokens",
+            X_SPILLWAY_REQUESTED,
             c.requested
                 .map_or_else(|| "none".to_string(), |r| r.to_string()),
         )?;
-        resp.insert_header("x-spillway-cap", c.reason.as_str())?;
+        resp.insert_header(X_SPILLWAY_CAP, c.reason.as_str())?;
     }
     // The tenant's own budget is what its client should pace itself by, not the shared
     // deployment quota the upstream reports.
     if let Some(t) = ctx.remaining.tokens {
-        resp.insert_header("x-ratelimit-remaining-tokens", t.to_string())?;
+        resp.insert_header(X_RATELIMIT_REMAINING_TOKENS, t)?;
     }
     if let Some(r) = ctx.remaining.requests {
-        resp.insert_header("x-ratelimit-remaining-requests", r.to_string())?;
+        resp.insert_header(X_RATELIMIT_REMAINING_REQUESTS, r)?;
     }
     Ok(())
 }

@@ -177,6 +177,6 @@ pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> 
             req.remove_header(&http::header::CONTENT_LENGTH);
         }
     }
-    req.insert_header("x-request-id", ctx.request_id.as_str())?;
+    req.insert_header(super::headers::X_REQUEST_ID, ctx.request_id.as_str())?;
     Ok(())
 }
