@@ -378,6 +378,13 @@ fn bench_chat_api(c: &mut Criterion) {
     // The memo's worst case: 2 KB texts of made-up words, about 25,000 distinct pieces in all,
     // more than the memo holds, so nearly every piece misses and is inserted.
     let unrepeated = made_up_texts(64, TYPICAL_PROMPT.len());
+    group.bench_function("count_text_unmemoized_unrepeated_words", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % unrepeated.len();
+            spillway::governance::tokens::count_text_unmemoized(black_box(&unrepeated[i]))
+        })
+    });
     group.bench_function("count_text_unrepeated_words", |b| {
         let mut i = 0;
         b.iter(|| {

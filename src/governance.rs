@@ -5,6 +5,7 @@ pub mod adaptive;
 pub mod body;
 pub mod budget;
 pub mod caps;
+pub mod pretokenize;
 pub mod prompt;
 pub mod stream_options;
 pub mod tokens;
