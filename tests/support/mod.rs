@@ -7,19 +7,52 @@ pub mod client;
 use spillway::app::Embedded;
 use spillway::config;
 use spillway::sim::{self, SimConfig, SimHandle, SimMode};
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The tenant key every test config accepts.
 pub const TENANT_KEY: &str = "tenant-key";
 
-/// An ephemeral loopback port, free at the time of the call (the kernel picks it).
+/// A loopback port that nothing listens on, for a gateway that binds it itself.
+///
+/// Pingora binds its own listeners, so a test has to name the port before anything holds it,
+/// and a port the kernel handed out for `bind(:0)` can be handed out again before the gateway
+/// binds it (CI once gave one test the same port for `listen` and `admin_listen`). So ports
+/// come from below the kernel's ephemeral range, where no `bind(:0)` (the simulators', the
+/// clients' local ends) can take one between this check and the gateway's bind, and a
+/// process-wide set keeps parallel tests from being handed the same port twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (10_000u16, ephemeral_start);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    if hi <= lo + 1_000 {
+        // No room below the ephemeral range: fall back to the kernel's pick, still never twice.
+        loop {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("an ephemeral port");
+            if given.insert(port) {
+                return port;
+            }
+        }
+    }
+    // Start where another test process (a parallel runner) is unlikely to be.
+    let span = u32::from(hi - lo);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    let port = (0..span)
+        .map(|i| lo + ((start + i) % span) as u16)
+        .find(|&port| !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free loopback port below the ephemeral range");
+    given.insert(port);
+    port
 }
 
 /// A simulator with test-friendly timing (no waiting unless a test asks for it).
