@@ -2,24 +2,23 @@
 //! output limit was applied and why, and what is left of the tenant's budget.
 
 use super::ctx::RequestCtx;
-use http::HeaderName;
 use pingora::http::ResponseHeader;
 use pingora::Result;
 
-// Names given as `&str` are parsed and copied on every insert; these are built at compile time.
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_MS_DEPLOYMENT_NAME: HeaderName = HeaderName::from_static("x-ms-deployment-name");
-const X_SPILLWAY_REGION: HeaderName = HeaderName::from_static("x-spillway-region");
-const X_SPILLWAY_ATTEMPTS: HeaderName = HeaderName::from_static("x-spillway-attempts");
-const X_SPILLWAY_SPILLOVER: HeaderName = HeaderName::from_static("x-spillway-spillover");
-const X_MS_SPILLOVER_FROM: HeaderName = HeaderName::from_static("x-ms-spillover-from-deployment");
-const X_SPILLWAY_MAX_TOKENS: HeaderName = HeaderName::from_static("x-spillway-max-tokens");
-const X_SPILLWAY_REQUESTED: HeaderName = HeaderName::from_static("x-spillway-requested-max-tokens");
-const X_SPILLWAY_CAP: HeaderName = HeaderName::from_static("x-spillway-cap");
-const X_RATELIMIT_REMAINING_TOKENS: HeaderName =
-    HeaderName::from_static("x-ratelimit-remaining-tokens");
-const X_RATELIMIT_REMAINING_REQUESTS: HeaderName =
-    HeaderName::from_static("x-ratelimit-remaining-requests");
+// Static `&str` names rather than `HeaderName`s: Pingora's `insert_header` turns a custom
+// `HeaderName` into its case-preserving name by copying it, while a static str is borrowed.
+// (Pingora then parses the name into a `HeaderName` either way.)
+pub const X_REQUEST_ID: &str = "x-request-id";
+const X_MS_DEPLOYMENT_NAME: &str = "x-ms-deployment-name";
+const X_SPILLWAY_REGION: &str = "x-spillway-region";
+const X_SPILLWAY_ATTEMPTS: &str = "x-spillway-attempts";
+const X_SPILLWAY_SPILLOVER: &str = "x-spillway-spillover";
+const X_MS_SPILLOVER_FROM: &str = "x-ms-spillover-from-deployment";
+const X_SPILLWAY_MAX_TOKENS: &str = "x-spillway-max-tokens";
+const X_SPILLWAY_REQUESTED: &str = "x-spillway-requested-max-tokens";
+const X_SPILLWAY_CAP: &str = "x-spillway-cap";
+const X_RATELIMIT_REMAINING_TOKENS: &str = "x-ratelimit-remaining-tokens";
+const X_RATELIMIT_REMAINING_REQUESTS: &str = "x-ratelimit-remaining-requests";
 
 pub fn annotate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
