@@ -6,10 +6,10 @@
 //!
 //! cargo run --release --example pingora_floor -- LISTEN_ADDR UPSTREAM_ADDR
 
+mod floor;
+
 use async_trait::async_trait;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
-use pingora::server::configuration::{Opt, ServerConf};
 
 struct Floor {
     upstream: String,
@@ -22,11 +22,7 @@ impl ProxyHttp for Floor {
     fn new_ctx(&self) -> Self::CTX {}
 
     async fn upstream_peer(&self, _: &mut Session, _: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(
-            self.upstream.as_str(),
-            false,
-            String::new(),
-        )))
+        floor::peer(&self.upstream)
     }
 }
 
@@ -36,23 +32,10 @@ fn main() {
         eprintln!("usage: pingora_floor LISTEN_ADDR UPSTREAM_ADDR");
         std::process::exit(2);
     };
-    let conf = ServerConf {
-        threads: 1,
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
-    server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(
-        &server.configuration,
+    floor::serve(
+        listen,
         Floor {
             upstream: upstream.clone(),
         },
     );
-    let buffers = L4BufferSettings {
-        read: Some(16 * 1024),
-        write: None,
-    };
-    proxy.add_listener(ListenerConfig::tcp(listen).l4_buffer(buffers));
-    server.add_service(proxy);
-    server.run_forever();
 }

@@ -6,12 +6,12 @@
 //!
 //! cargo run --release --example pingora_governed -- LISTEN_ADDR UPSTREAM_ADDR API_KEY
 
+mod floor;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
-use pingora::server::configuration::{Opt, ServerConf};
 use spillway::config::OnExceed;
 use spillway::governance::body::{Edits, JsonBody};
 use spillway::governance::caps::{self, CapPolicy};
@@ -53,11 +53,7 @@ impl ProxyHttp for Governed {
     }
 
     async fn upstream_peer(&self, _: &mut Session, _: &mut Self::CTX) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(
-            self.upstream.as_str(),
-            false,
-            String::new(),
-        )))
+        floor::peer(&self.upstream)
     }
 
     async fn upstream_request_filter(
@@ -110,24 +106,11 @@ fn main() {
         eprintln!("usage: pingora_governed LISTEN_ADDR UPSTREAM_ADDR API_KEY");
         std::process::exit(2);
     };
-    let conf = ServerConf {
-        threads: 1,
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
-    server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(
-        &server.configuration,
+    floor::serve(
+        listen,
         Governed {
             upstream: upstream.clone(),
             api_key: api_key.clone(),
         },
     );
-    let buffers = L4BufferSettings {
-        read: Some(16 * 1024),
-        write: None,
-    };
-    proxy.add_listener(ListenerConfig::tcp(listen).l4_buffer(buffers));
-    server.add_service(proxy);
-    server.run_forever();
 }
