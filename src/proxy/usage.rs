@@ -77,7 +77,8 @@ fn skip_ws(s: &[u8]) -> &[u8] {
 /// it opens a string, and that string followed by `:` is a key. The value is parsed as JSON,
 /// and the one `}` after it, followed by the end of the answer, closes the outermost object.
 fn trailing_usage(body: &[u8]) -> Option<Option<Usage>> {
-    let key = memchr::memmem::rfind(body, b"\"usage\"")?;
+    const KEY: &[u8] = b"\"usage\"";
+    let key = memchr::memmem::rfind(body, KEY)?;
     let before = body[..key]
         .iter()
         .rev()
@@ -85,7 +86,7 @@ fn trailing_usage(body: &[u8]) -> Option<Option<Usage>> {
     if !matches!(before, b'{' | b',') {
         return None;
     }
-    let value = skip_ws(skip_ws(&body[key + 7..]).strip_prefix(b":")?);
+    let value = skip_ws(skip_ws(&body[key + KEY.len()..]).strip_prefix(b":")?);
     let mut values = serde_json::Deserializer::from_slice(value).into_iter::<Option<Usage>>();
     let usage = values.next()?.ok()?;
     let after = skip_ws(&value[values.byte_offset()..]);
