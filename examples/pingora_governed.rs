@@ -18,6 +18,7 @@ use spillway::governance::caps::{self, CapPolicy};
 use spillway::proxy::read_body::read_whole_body;
 use spillway::proxy::route::Operation;
 
+/// The caps of the benchmark's Spillway config (`scripts/bench.d/spillway.yaml.template`).
 const POLICY: CapPolicy = CapPolicy {
     sync_max_tokens: 2000,
     stream_max_tokens: 8000,
