@@ -43,11 +43,10 @@ pub fn annotate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     }
     if let Some(c) = &ctx.capped {
         resp.insert_header(X_SPILLWAY_MAX_TOKENS, c.applied)?;
-        resp.insert_header(
-            X_SPILLWAY_REQUESTED,
-            c.requested
-                .map_or_else(|| "none".to_string(), |r| r.to_string()),
-        )?;
+        match c.requested {
+            Some(r) => resp.insert_header(X_SPILLWAY_REQUESTED, r)?,
+            None => resp.insert_header(X_SPILLWAY_REQUESTED, "none")?,
+        }
         resp.insert_header(X_SPILLWAY_CAP, c.reason.as_str())?;
     }
     // The tenant's own budget is what its client should pace itself by, not the shared
