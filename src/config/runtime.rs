@@ -6,6 +6,7 @@ use crate::governance::adaptive::AdaptivePolicy;
 use crate::governance::budget::{BudgetLimits, LocalBudget};
 use crate::governance::caps::CapPolicy;
 use crate::routing::state::{DeploymentState, RoutingPolicy};
+use http::HeaderValue;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,6 +193,21 @@ pub struct Deployment {
     pub capacity_tpm: Option<u64>,
     /// Shared with the previous config when the same deployment survives a reload.
     pub state: Arc<DeploymentState>,
+    pub wire: WireValues,
+}
+
+/// A deployment's header values, validated and built once per load: the request path
+/// clones them (a reference count) instead of copying and re-validating strings.
+#[derive(Debug)]
+pub struct WireValues {
+    /// `Host`: the endpoint's authority.
+    pub host: HeaderValue,
+    /// `api-key`, marked sensitive so that no debug print of a header map shows it.
+    pub api_key: HeaderValue,
+    /// `x-ms-deployment-name`: the deployment's name in this config.
+    pub name: HeaderValue,
+    /// `x-spillway-region`.
+    pub region: HeaderValue,
 }
 
 /// Where a deployment lives.

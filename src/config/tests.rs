@@ -157,6 +157,33 @@ fn bad_values_are_named() {
 }
 
 #[test]
+fn keys_and_regions_must_be_header_values() {
+    // A key pasted with a stray control character would otherwise fail every request.
+    let text = GOOD
+        .replace("api_key: k2", "api_key: \"k2\\u0007secret-tail\"")
+        .replace("region: westus", "region: \"west\\nus\"");
+    let p = problems(&text);
+    let key = p
+        .iter()
+        .find(|(f, _)| f == "pools[1].deployments[0].api_key")
+        .expect("the key is named");
+    assert!(key.1.contains("header value") && !key.1.contains("secret-tail"));
+    assert!(p.iter().any(|(f, _)| f == "pools[1].deployments[0].region"));
+}
+
+#[test]
+fn wire_values_are_built_once_and_the_key_is_sensitive() {
+    let loaded = parse_str(GOOD).unwrap();
+    let d = &loaded.config.pools[0].deployments[0];
+    assert_eq!(d.wire.host, "contoso-eastus.openai.azure.com");
+    assert_eq!(d.wire.name, "eastus-ptu");
+    assert_eq!(d.wire.region, "eastus");
+    assert_eq!(d.wire.api_key, "eastus-secret");
+    assert!(d.wire.api_key.is_sensitive());
+    assert!(!format!("{d:?}").contains("eastus-secret"));
+}
+
+#[test]
 fn live_state_survives_a_reload_only_for_the_same_upstream() {
     let first = parse_str(GOOD).unwrap().config;
     first.pools[0].deployments[0]

@@ -9,23 +9,29 @@ use super::route::{classify, presented_key, Shape};
 use crate::governance::body::JsonBody;
 use crate::governance::budget::{BudgetStore, OverBudget};
 use crate::governance::{caps, prompt};
+use http::HeaderValue;
 use pingora::proxy::Session;
 use tokio::time::Instant;
 
 /// Longest client-supplied request id that is echoed back and logged.
 const MAX_REQUEST_ID: usize = 128;
 
-fn request_id(session: &Session) -> String {
+/// The client's `x-request-id` when it is a sensible one, else a new random id. Kept as a
+/// header value: it is echoed to the client and sent upstream, each a reference-count clone.
+fn request_id(session: &Session) -> HeaderValue {
     session
         .req_header()
         .headers
         .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
         .filter(|v| {
-            !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic())
+            let v = v.as_bytes();
+            !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.iter().all(|b| b.is_ascii_graphic())
         })
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..)))
+        .cloned()
+        .unwrap_or_else(|| {
+            let id = format!("{:032x}", fastrand::u128(..));
+            HeaderValue::try_from(id).expect("hex digits are a header value")
+        })
 }
 
 /// JSON, or no content type at all (lenient towards hand-written clients).

@@ -9,6 +9,7 @@ use crate::governance::caps::{CapPolicy, Capped};
 use crate::routing::state::InflightGuard;
 use crate::stream::{SseTap, StreamSummary};
 use bytes::Bytes;
+use http::HeaderValue;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -48,7 +49,8 @@ pub enum Tap {
 /// Everything one request carries between phases.
 pub struct RequestCtx {
     pub started: Instant,
-    pub request_id: String,
+    /// Visible ASCII only (see `admit`), so it reads back as a `str`.
+    pub request_id: HeaderValue,
     /// The config this request started on; a reload never changes it mid-request.
     pub config: Arc<Config>,
     pub tenant: Option<Arc<Tenant>>,
@@ -102,7 +104,7 @@ impl RequestCtx {
     pub fn new(config: Arc<Config>) -> Self {
         RequestCtx {
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             config,
             tenant: None,
             route: None,
@@ -128,6 +130,10 @@ impl RequestCtx {
             probe: false,
             no_choice: None,
         }
+    }
+
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
     }
 
     pub fn current(&self) -> Option<&Attempt> {

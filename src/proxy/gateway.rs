@@ -92,7 +92,7 @@ impl ProxyHttp for Gateway {
                     // The unread rest of the body makes the connection unusable.
                     session.set_keepalive(None);
                 }
-                reply.send(session, &ctx.request_id).await?;
+                reply.send(session, ctx.request_id()).await?;
                 Ok(true)
             }
         }
@@ -279,7 +279,7 @@ impl ProxyHttp for Gateway {
             // Mid-response: the client connection is all that can be closed.
             0
         } else {
-            if let Err(write) = reply.send(session, &ctx.request_id).await {
+            if let Err(write) = reply.send(session, ctx.request_id()).await {
                 log::debug!("could not send the error answer: {write}");
             }
             reply.status

@@ -150,33 +150,43 @@ fn wants_usage_option(route: &super::route::Route, api_version: Option<&str>) ->
         }
 }
 
+/// `api-key`, Azure's key header.
+const API_KEY: http::HeaderName = http::HeaderName::from_static("api-key");
+
 /// Rewrites the request header for the chosen deployment: path, host, credentials, framing.
+///
+/// It works on the plain `http` parts (see `headers::edit_plain` for why): the upstream gets
+/// lowercase header names, as from any HTTP/2 client.
 pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
     let (Some(attempt), Some(route)) = (ctx.current(), ctx.route.as_ref()) else {
         return Error::e_explain(ErrorType::InternalError, "no attempt in progress");
     };
     let d = &attempt.deployment;
-    let path = route.upstream_path(&d.deployment, req.uri.query());
-    let uri = path
-        .parse::<http::Uri>()
+    let uri = http::Uri::try_from(route.upstream_path(&d.deployment, req.uri.query()))
         .or_else(|_| Error::e_explain(ErrorType::InternalError, "bad upstream path"))?;
-    req.set_uri(uri);
-    req.insert_header(http::header::HOST, d.endpoint.authority.as_str())?;
+    let end_stream = req.send_end_stream();
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts = http::request::Parts::from(std::mem::replace(req, placeholder));
+    parts.uri = uri;
+    let h = &mut parts.headers;
     // The tenant's credential never leaves the gateway; the deployment's replaces it.
-    req.remove_header(&http::header::AUTHORIZATION);
-    // Marked sensitive so that Pingora's debug logging of headers prints no key.
-    let mut key = http::HeaderValue::from_str(d.api_key.expose())
-        .or_else(|_| Error::e_explain(ErrorType::InternalError, "api_key is not a header value"))?;
-    key.set_sensitive(true);
-    req.insert_header("api-key", key)?;
-    req.remove_header(&http::header::EXPECT);
-    req.remove_header(&http::header::TRANSFER_ENCODING);
+    h.remove(http::header::AUTHORIZATION);
+    h.insert(API_KEY, d.wire.api_key.clone());
+    h.insert(http::header::HOST, d.wire.host.clone());
+    h.remove(http::header::EXPECT);
+    h.remove(http::header::TRANSFER_ENCODING);
     match &ctx.attempt_body {
-        Some(body) => req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?,
+        Some(body) => {
+            h.insert(http::header::CONTENT_LENGTH, body.len().into());
+        }
         None => {
-            req.remove_header(&http::header::CONTENT_LENGTH);
+            h.remove(http::header::CONTENT_LENGTH);
         }
     }
-    req.insert_header(super::headers::X_REQUEST_ID, ctx.request_id.as_str())?;
+    h.insert(super::headers::X_REQUEST_ID, ctx.request_id.clone());
+    *req = RequestHeader::from(parts);
+    if let Some(end) = end_stream {
+        req.set_send_end_stream(end);
+    }
     Ok(())
 }

@@ -125,7 +125,7 @@ pub fn request_done(
     let st = ctx.stream.as_ref();
     let line = AccessLine {
         ts: jiff::Timestamp::now(),
-        request_id: &ctx.request_id,
+        request_id: ctx.request_id(),
         tenant: ctx.tenant.as_ref().map(|t| t.name.as_str()),
         model: ctx.route.as_ref().and_then(|r| r.alias.as_deref()),
         operation: ctx.route.as_ref().map(|r| r.operation.as_str()),

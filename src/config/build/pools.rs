@@ -7,6 +7,7 @@ use crate::config::env;
 use crate::config::file::{ModelFile, PoolKindFile};
 use crate::config::runtime::*;
 use crate::routing::state::DeploymentState;
+use http::HeaderValue;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -100,11 +101,26 @@ pub(super) fn build_pools(
                 }
             };
             let key = expand_secret(&format!("{at}.api_key"), &d.api_key, lookup, problems);
+            let key_value = key.as_ref().and_then(|k| {
+                let v = header_value(&format!("{at}.api_key"), k.expose(), problems)?;
+                Some(sensitive(v))
+            });
+            let region = d.region.unwrap_or_else(|| "unknown".into());
+            let region_value = header_value(&format!("{at}.region"), &region, problems);
             let weight = d.weight.unwrap_or(1);
             if weight == 0 {
                 problems.push(format!("{at}.weight"), "must be at least 1");
             }
-            let (Some(endpoint), Some(api_key)) = (endpoint, key) else {
+            let (Some(endpoint), Some(api_key), Some(key_value), Some(region_value)) =
+                (endpoint, key, key_value, region_value)
+            else {
+                continue;
+            };
+            // Plain names and a parsed authority are always valid header values.
+            let (Ok(name_value), Ok(host_value)) = (
+                HeaderValue::from_str(&d.name),
+                HeaderValue::from_str(&endpoint.authority),
+            ) else {
                 continue;
             };
             let state = old
@@ -112,7 +128,7 @@ pub(super) fn build_pools(
                 .map(|d| d.state.clone())
                 .unwrap_or_else(|| Arc::new(DeploymentState::new()));
             deployments.push(Arc::new(Deployment {
-                region: d.region.unwrap_or_else(|| "unknown".into()),
+                region,
                 name: d.name,
                 endpoint,
                 deployment: d.deployment,
@@ -121,6 +137,12 @@ pub(super) fn build_pools(
                 max_inflight: d.max_inflight.or(p.max_inflight).filter(|n| *n > 0),
                 capacity_tpm: d.capacity_tokens_per_minute.filter(|n| *n > 0),
                 state,
+                wire: WireValues {
+                    host: host_value,
+                    api_key: key_value,
+                    name: name_value,
+                    region: region_value,
+                },
             }));
         }
         pools.push(Pool {
@@ -131,6 +153,24 @@ pub(super) fn build_pools(
         });
     }
     pools
+}
+
+/// `value` as a header value, or a problem at `field` that does not repeat the value (it
+/// may be a key).
+fn header_value(field: &str, value: &str, problems: &mut Problems) -> Option<HeaderValue> {
+    let v = HeaderValue::from_str(value).ok();
+    if v.is_none() {
+        problems.push(
+            field,
+            "must be printable ASCII: it is sent as an HTTP header value",
+        );
+    }
+    v
+}
+
+fn sensitive(mut v: HeaderValue) -> HeaderValue {
+    v.set_sensitive(true);
+    v
 }
 
 /// A deployment keeps its live state across reloads only if it is the same upstream.
