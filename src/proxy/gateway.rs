@@ -11,6 +11,7 @@ use crate::shared::Shared;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -74,6 +75,12 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new(self.shared.config())
+    }
+
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {
+        // Pingora's default adds a response-compression module, disabled, that still runs on
+        // every request. The gateway passes Azure's answers through as they are (SSE must not
+        // be compressed and re-chunked), so it has no downstream modules.
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
