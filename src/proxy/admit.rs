@@ -28,10 +28,19 @@ fn request_id(session: &Session) -> HeaderValue {
             !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.iter().all(|b| b.is_ascii_graphic())
         })
         .cloned()
-        .unwrap_or_else(|| {
-            let id = format!("{:032x}", fastrand::u128(..));
-            HeaderValue::try_from(id).expect("hex digits are a header value")
-        })
+        .unwrap_or_else(new_request_id)
+}
+
+/// 128 random bits as 32 lowercase hex digits.
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits = fastrand::u128(..);
+    let mut id = [0u8; 32];
+    for b in id.iter_mut().rev() {
+        *b = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    HeaderValue::from_bytes(&id).expect("hex digits are a header value")
 }
 
 /// JSON, or no content type at all (lenient towards hand-written clients).
@@ -196,5 +205,18 @@ mod tests {
         assert!(!is_json(Some(b"application/x-www-form-urlencoded")));
         assert!(!is_json(Some(b"text/plain")));
         assert!(!is_json(Some(b"json")));
+    }
+
+    #[test]
+    fn new_request_ids_are_32_hex_digits_and_differ() {
+        let (a, b) = (new_request_id(), new_request_id());
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32);
+            assert!(id
+                .as_bytes()
+                .iter()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        }
+        assert_ne!(a, b);
     }
 }

@@ -65,10 +65,20 @@ impl Route {
     /// The upstream path for a deployment: the dated shape names it in the path, the v1 shape
     /// keeps the path (the body's `model` is rewritten instead).
     pub fn upstream_path(&self, deployment: &str, query: Option<&str>) -> String {
-        let mut path = match self.shape {
-            Shape::Dated => format!("/openai/deployments/{deployment}/{}", self.suffix),
-            Shape::V1 => format!("/openai/v1/{}", self.suffix),
+        let prefix = match self.shape {
+            Shape::Dated => "/openai/deployments/",
+            Shape::V1 => "/openai/v1/",
         };
+        let query_len = query.map_or(0, |q| q.len() + 1);
+        let mut path = String::with_capacity(
+            prefix.len() + deployment.len() + 1 + self.suffix.len() + query_len,
+        );
+        path.push_str(prefix);
+        if self.shape == Shape::Dated {
+            path.push_str(deployment);
+            path.push('/');
+        }
+        path.push_str(&self.suffix);
         if let Some(q) = query {
             path.push('?');
             path.push_str(q);
