@@ -227,9 +227,20 @@ def med(values):
     return statistics.median(values) if values else None
 
 
+def failed(r):
+    """Requests of this measurement that failed (non-2xx answers, transport errors)."""
+    if r["kind"] == "oha":
+        return r["non2xx"] + r["errors"]
+    if r["kind"] == "streams":
+        return r["errors"] + r["incomplete"]
+    return 0
+
+
 class Runs:
     def __init__(self, records):
         self.records = records
+        # (workload, rep, target) left out of paired figures because that target failed requests.
+        self.excluded = set()
 
     def get(self, kind, target, workload=None):
         return [
@@ -239,16 +250,27 @@ class Runs:
         ]
 
     def med(self, kind, target, field, workload=None):
-        return med([r[field] for r in self.get(kind, target, workload)])
+        rs = self.get(kind, target, workload)
+        for r in rs:
+            if failed(r):
+                self.excluded.add((r.get("workload"), r["rep"], target))
+        return med([r[field] for r in rs if not failed(r)])
 
     def paired(self, kind, field, a, b, workload_a=None, workload_b=None, op=lambda x, y: x - y):
-        """Median over repetitions of op(a's field, b's field) within the same repetition."""
+        """Median over repetitions of op(a's field, b's field) within the same repetition.
+
+        A repetition in which either side had failed requests is left out (and listed in the
+        report): a baseline that stalled would otherwise make any gateway look fast."""
         by_rep_b = {r["rep"]: r for r in self.get(kind, b, workload_b)}
         out = []
         for r in self.get(kind, a, workload_a):
             o = by_rep_b.get(r["rep"])
-            if o and r[field] is not None and o[field] is not None:
-                out.append(op(r[field], o[field]))
+            if not o or r[field] is None or o[field] is None:
+                continue
+            if failed(r) or failed(o):
+                self.excluded.add((r.get("workload"), r["rep"], a if failed(r) else b))
+                continue
+            out.append(op(r[field], o[field]))
         return med(out)
 
     def errors(self, kind, target, workload=None):
@@ -283,6 +305,10 @@ def table(header, body):
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
     return "\n".join(out)
+
+
+def excluded_text(R):
+    return "; ".join(f"{t} in {w} repetition {rep}" for w, rep, t in sorted(R.excluded, key=str))
 
 
 def report(args):
@@ -438,6 +464,9 @@ def report(args):
               "target names (governance, routing and metrics).\n")
     md.append("## Summary\n")
     md.append(summary + "\n")
+    if R.excluded:
+        md.append(f"**Left out: {excluded_text(R)}.** Those repetitions had failed requests (see the tables "
+                  "below), so their figures and the ratios paired with them are not counted.\n")
 
     md.append("How to read it: added = through the gateway minus direct, within the same repetition. "
               f"The machine's {args.cores} cores are shared by the load generator, the simulator and the gateway, "
@@ -545,7 +574,10 @@ def report(args):
     print(f"\nother processes: {o_text}")
     if total_errors:
         print(f"\nWARNING: {total_errors} requests or streams failed or got a non-2xx answer")
-    missed = [r[0] for r in rows if r[5].startswith("MISS")]
+    if R.excluded:
+        print(f"\nWARNING: left out of the figures (failed requests): {excluded_text(R)}")
+    # A target whose every repetition was left out is not met either.
+    missed = [r[0] for r in rows if r[5].startswith(("MISS", "n/a"))]
     if missed and not smoke:
         print("\nMISSED: " + "; ".join(missed))
         return 3
