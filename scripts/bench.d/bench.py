@@ -440,11 +440,13 @@ def report(args):
         o_text += "; most: " + ", ".join(f"{c} {s:.0f}s" for c, s in sorted(o_top.items(), key=lambda kv: -kv[1])[:3])
 
     reps = int(args.reps)
+    sat_reps = int(args.sat_reps or reps)
     md = []
     md.append(f"# Spillway benchmark: {args.name}, {args.cores} cores\n")
     md.append(f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
     md.append(f"- Command: `{args.command}` ({'smoke: targets not enforced' if smoke else 'full run'}; "
-              f"{reps} interleaved repetition{'s' if reps > 1 else ''} per measurement, medians; "
+              f"{reps} interleaved repetition{'s' if reps > 1 else ''} per measurement"
+              f"{f' ({sat_reps} at saturation)' if sat_reps != reps else ''}, medians; "
               "differences paired within a repetition)")
     md.append(f"- Machine: {machine()}, {args.cores} cores, Linux {args.kernel}")
     md.append(f"- Quiet machine: CPU {args.background_busy}% busy before the start; other processes: {o_text}")
@@ -623,7 +625,7 @@ def main():
         p = argparse.ArgumentParser()
         p.add_argument("results")
         p.add_argument("out")
-        for flag in ("smoke", "name", "cores", "reps", "streams", "streams-low", "spillway", "nginx", "oha", "rustc", "kernel",
+        for flag in ("smoke", "name", "cores", "reps", "sat-reps", "streams", "streams-low", "spillway", "nginx", "oha", "rustc", "kernel",
                      "background-busy", "command", "params"):
             p.add_argument(f"--{flag}", default="")
         return report(p.parse_args(rest))
