@@ -494,6 +494,21 @@ def report(args):
              fmt(R.med("oha", t, "p99_ms", "sat"), 3), fmt(R.med("oha", t, "cpu_us_per_req", "sat"), 0),
              R.errors("oha", t, "sat")) for t in sat_tgt]
     md.append(table(["Target", "req/s", "p50 ms", "p99 ms", "CPU us/req", "errors + non-2xx"], body) + "\n")
+    # Per repetition: the ratios move together, so a slow nginx or a fast one shows in every
+    # Pingora-based column at once.
+    by_rep = {}
+    for r in R.get("oha", "nginx", "sat"):
+        if isinstance(r["rep"], int) and not failed(r):
+            by_rep[r["rep"]] = r["rps"]
+    body = []
+    for rep in sorted(by_rep):
+        row = [rep, f"{fmt(by_rep[rep], 0)} req/s"]
+        for t in ("pingora", "governed", "lean", "spillway"):
+            rs = [r for r in R.get("oha", t, "sat") if r["rep"] == rep and not failed(r)]
+            row.append(fmt(rs[0]["rps"] / by_rep[rep], 2) + "x" if rs else "")
+        body.append(tuple(row))
+    md.append("Each repetition, as a ratio to nginx in the same repetition:\n")
+    md.append(table(["Repetition", "nginx", "pingora", "governed", "lean", "spillway"], body) + "\n")
     md.append("### (ii) 200 KB bodies at 100 req/s\n")
     body = []
     for kind, label in (("chat", "chat/completions (governed)"), ("emb", "embeddings (passed through)")):
