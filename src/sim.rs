@@ -3,7 +3,8 @@
 //! It serves one deployment on the dated (`/openai/deployments/{d}/...?api-version=`) and v1
 //! (`/openai/v1/...`) paths, generates completions and SSE streams on a real-time clock
 //! (`ttft`, then one token every `tbt`), throttles like a Provisioned (PTU leaky bucket) or
-//! Standard (TPM/RPM windows) deployment, injects faults on demand, and records every request.
+//! Standard (TPM/RPM windows) deployment, injects faults on demand, and records the requests it gets (the first
+//! `SimConfig::record_limit` whole, all of them in its counters).
 //! It shares no code with the gateway on purpose, so each can check the other.
 //!
 //! ```no_run

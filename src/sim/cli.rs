@@ -50,6 +50,9 @@ pub struct SimArgs {
     /// Answer 408 to non-streaming requests whose generation would take longer than this.
     #[arg(long)]
     pub sync_timeout_ms: Option<u64>,
+    /// Keep the first N requests whole for `/_sim/requests`; later ones are only counted.
+    #[arg(long, default_value_t = super::config::RECORD_LIMIT)]
+    pub record_limit: usize,
 }
 
 impl SimArgs {
@@ -78,6 +81,7 @@ impl SimArgs {
             tbt: Duration::from_millis(self.tbt_ms),
             natural_tokens: self.natural_tokens,
             sync_timeout: self.sync_timeout_ms.map(Duration::from_millis),
+            record_limit: self.record_limit,
         };
         Ok(cfg.validate()?)
     }

@@ -24,7 +24,13 @@ pub struct SimConfig {
     pub natural_tokens: u32,
     /// When a non-streaming generation would take longer than this, answer 408 after this long.
     pub sync_timeout: Option<Duration>,
+    /// How many requests are kept whole for inspection (the first ones); later ones are only
+    /// counted. Load runs send millions: kept whole, they once filled 24 GB.
+    pub record_limit: usize,
 }
+
+/// Requests kept whole by default: plenty for any test, a few MB at most.
+pub const RECORD_LIMIT: usize = 10_000;
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -38,6 +44,7 @@ impl Default for SimConfig {
             tbt: Duration::from_millis(10),
             natural_tokens: 200,
             sync_timeout: None,
+            record_limit: RECORD_LIMIT,
         }
     }
 }

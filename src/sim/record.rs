@@ -58,12 +58,24 @@ struct Inner {
     stats: SimStats,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Recorder {
     inner: Mutex<Inner>,
+    /// Requests kept whole; the rest are counted only.
+    limit: usize,
 }
 
+/// What [`Recorder::begin`] returns for a request it counted but did not keep.
+const NOT_KEPT: usize = usize::MAX;
+
 impl Recorder {
+    pub fn new(limit: usize) -> Self {
+        Recorder {
+            inner: Mutex::default(),
+            limit,
+        }
+    }
+
     /// Records are appended whole and counters are plain numbers, so a poisoned lock is still consistent.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
@@ -71,6 +83,13 @@ impl Recorder {
 
     /// Records an arriving request; returns its index for [`Recorder::answered`].
     pub fn begin(&self, parts: &http::request::Parts, body: Bytes) -> usize {
+        {
+            let mut inner = self.lock();
+            if inner.requests.len() >= self.limit {
+                inner.stats.requests += 1;
+                return NOT_KEPT;
+            }
+        }
         let headers = parts
             .headers
             .iter()
@@ -164,7 +183,7 @@ mod tests {
 
     #[test]
     fn records_and_counts() {
-        let r = Arc::new(Recorder::default());
+        let r = Arc::new(Recorder::new(10));
         let a = r.begin(&parts("/x?api-version=1"), Bytes::from_static(b"{\"a\":1}"));
         let b = r.begin(&parts("/y"), Bytes::from_static(b"nope"));
         {
@@ -192,5 +211,19 @@ mod tests {
         assert_eq!(recs[0].header("api-key"), Some("k"));
         assert_eq!(recs[0].json().unwrap()["a"], 1);
         assert_eq!((recs[1].status, recs[1].json()), (429, None));
+    }
+
+    #[test]
+    fn beyond_the_limit_requests_are_counted_not_kept() {
+        let r = Recorder::new(1);
+        let a = r.begin(&parts("/a"), Bytes::from_static(b"{}"));
+        let b = r.begin(&parts("/b"), Bytes::from_static(b"{}"));
+        r.answered(a, 200);
+        r.answered(b, 200);
+        let recs = r.requests();
+        assert_eq!(recs.len(), 1);
+        assert_eq!((recs[0].path.as_str(), recs[0].status), ("/a", 200));
+        let s = r.stats();
+        assert_eq!((s.requests, s.ok), (2, 2));
     }
 }

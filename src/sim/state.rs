@@ -38,7 +38,7 @@ impl Shared {
             natural_tokens: AtomicU32::new(cfg.natural_tokens),
             limiter: Limiter::new(cfg.mode, Instant::now()),
             faults: Faults::default(),
-            recorder: Arc::new(Recorder::default()),
+            recorder: Arc::new(Recorder::new(cfg.record_limit)),
             shutdown,
             cfg,
         }
