@@ -3,7 +3,7 @@
 
 use super::ctx::RequestCtx;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -118,6 +118,18 @@ pub fn edit_plain(resp: &mut ResponseHeader, edit: impl FnOnce(&mut HeaderMap)) 
     Ok(())
 }
 
+/// The request side of [`edit_plain`], for the upstream rewrite (URI and headers).
+pub fn edit_plain_request(req: &mut RequestHeader, edit: impl FnOnce(&mut http::request::Parts)) {
+    let end_stream = req.send_end_stream();
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts = http::request::Parts::from(std::mem::replace(req, placeholder));
+    edit(&mut parts);
+    *req = RequestHeader::from(parts);
+    if let Some(end) = end_stream {
+        req.set_send_end_stream(end);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +172,26 @@ mod tests {
         // Pingora's own insertions still work on the plain header.
         r.insert_header("X-Later", "1").unwrap();
         assert_eq!(r.headers["x-later"], "1");
+    }
+
+    #[test]
+    fn plain_request_edit_keeps_method_version_and_other_headers() {
+        let mut r = RequestHeader::build("POST", b"/openai/deployments/alias/x?a=1", None).unwrap();
+        r.set_version(http::Version::HTTP_10);
+        r.insert_header("Authorization", "Bearer tenant").unwrap();
+        r.insert_header("X-Custom", "kept").unwrap();
+        edit_plain_request(&mut r, |p| {
+            p.uri = http::Uri::from_static("/openai/deployments/real/x?a=1");
+            p.headers.remove(http::header::AUTHORIZATION);
+            p.headers
+                .insert(X_REQUEST_ID, HeaderValue::from_static("id-1"));
+        });
+        assert_eq!(r.method, http::Method::POST);
+        assert_eq!(r.version, http::Version::HTTP_10);
+        assert_eq!(r.raw_path(), b"/openai/deployments/real/x?a=1");
+        assert!(r.headers.get("authorization").is_none());
+        assert_eq!(r.headers["x-custom"], "kept");
+        assert_eq!(r.headers["x-request-id"], "id-1");
     }
 
     #[test]

@@ -155,8 +155,7 @@ const API_KEY: http::HeaderName = http::HeaderName::from_static("api-key");
 
 /// Rewrites the request header for the chosen deployment: path, host, credentials, framing.
 ///
-/// It works on the plain `http` parts (see `headers::edit_plain` for why): the upstream gets
-/// lowercase header names, as from any HTTP/2 client.
+/// It works on the plain `http` parts (see `headers::edit_plain` for why).
 pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
     let (Some(attempt), Some(route)) = (ctx.current(), ctx.route.as_ref()) else {
         return Error::e_explain(ErrorType::InternalError, "no attempt in progress");
@@ -164,11 +163,14 @@ pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> 
     let d = &attempt.deployment;
     let uri = http::Uri::try_from(route.upstream_path(&d.deployment, req.uri.query()))
         .or_else(|_| Error::e_explain(ErrorType::InternalError, "bad upstream path"))?;
-    let end_stream = req.send_end_stream();
-    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
-    let mut parts = http::request::Parts::from(std::mem::replace(req, placeholder));
-    parts.uri = uri;
-    let h = &mut parts.headers;
+    super::headers::edit_plain_request(req, |parts| {
+        parts.uri = uri;
+        set_upstream_headers(&mut parts.headers, d, ctx);
+    });
+    Ok(())
+}
+
+fn set_upstream_headers(h: &mut http::HeaderMap, d: &Deployment, ctx: &RequestCtx) {
     // The tenant's credential never leaves the gateway; the deployment's replaces it.
     h.remove(http::header::AUTHORIZATION);
     h.insert(API_KEY, d.wire.api_key.clone());
@@ -184,9 +186,4 @@ pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> 
         }
     }
     h.insert(super::headers::X_REQUEST_ID, ctx.request_id.clone());
-    *req = RequestHeader::from(parts);
-    if let Some(end) = end_stream {
-        req.set_send_end_stream(end);
-    }
-    Ok(())
 }
