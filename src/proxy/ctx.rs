@@ -136,6 +136,12 @@ impl RequestCtx {
         self.request_id.to_str().unwrap_or_default()
     }
 
+    /// The model's first (preferred) pool: an attempt elsewhere is a spillover.
+    pub fn first_pool(&self) -> Option<usize> {
+        let alias = self.route.as_ref()?.alias.as_deref()?;
+        self.config.model(alias)?.pools.first().copied()
+    }
+
     pub fn current(&self) -> Option<&Attempt> {
         self.attempts.last()
     }

@@ -53,13 +53,7 @@ fn add_annotations(h: &mut HeaderMap, ctx: &RequestCtx) {
             X_SPILLWAY_ATTEMPTS,
             DIGITS.get(n).cloned().unwrap_or_else(|| n.into()),
         );
-        let first = ctx
-            .route
-            .as_ref()
-            .and_then(|r| r.alias.as_deref())
-            .and_then(|m| ctx.config.model(m))
-            .and_then(|m| m.pools.first().copied());
-        if let Some(first) = first.filter(|f| *f != a.pool) {
+        if let Some(first) = ctx.first_pool().filter(|f| *f != a.pool) {
             let (from, to) = (
                 &ctx.config.pools[first].name,
                 &ctx.config.pools[a.pool].name,

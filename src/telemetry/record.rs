@@ -78,13 +78,7 @@ pub fn request_done(
             m.retries.with_label_values(&[reason]).inc();
         }
     }
-    let first_pool = ctx
-        .route
-        .as_ref()
-        .and_then(|r| r.alias.as_deref())
-        .and_then(|a| cfg.model(a))
-        .and_then(|m| m.pools.first().copied());
-    let spillover = match (served, first_pool) {
+    let spillover = match (served, ctx.first_pool()) {
         (Some(a), Some(first)) if a.pool != first => {
             let reason = a.spilled.map_or("replay", |s| s.as_str());
             m.spillovers
