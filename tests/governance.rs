@@ -3,7 +3,7 @@
 
 mod support;
 
-use spillway::sim::SimMode;
+use spillway_sim::SimMode;
 use std::time::Duration;
 use support::client::{call, post_json, sse_data};
 use support::*;
@@ -13,7 +13,7 @@ async fn setup(
     governance: &str,
     tenant_extra: &str,
     model: &str,
-) -> (spillway::sim::SimHandle, Gateway) {
+) -> (spillway_sim::SimHandle, Gateway) {
     let sim = sim("eastus-ptu", SimMode::Unlimited).await;
     let yaml = format!(
         "tenants:\n  - name: search\n    api_keys: [{TENANT_KEY}]\n{tenant_extra}governance:\n  sync_max_tokens: 2000\n  stream_max_tokens: 4000\n  default_max_tokens: 700\n{governance}pools:\n  - name: ptu\n    kind: provisioned\n    deployments:\n{}models:\n{model}",
@@ -22,11 +22,11 @@ async fn setup(
     (sim, Gateway::start(&yaml).await)
 }
 
-async fn default_setup() -> (spillway::sim::SimHandle, Gateway) {
+async fn default_setup() -> (spillway_sim::SimHandle, Gateway) {
     setup("", "", "  mini: [ptu]\n").await
 }
 
-fn upstream_limit(sim: &spillway::sim::SimHandle, field: &str) -> serde_json::Value {
+fn upstream_limit(sim: &spillway_sim::SimHandle, field: &str) -> serde_json::Value {
     sim.requests()
         .last()
         .expect("a request upstream")

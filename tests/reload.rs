@@ -3,7 +3,7 @@
 
 mod support;
 
-use spillway::sim::{Fault, SimHandle, SimMode};
+use spillway_sim::{Fault, SimHandle, SimMode};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use support::client::{call, frames, post_json, send};

@@ -4,7 +4,7 @@
 mod support;
 
 use futures::future::join_all;
-use spillway::sim::{Fault, SimHandle, SimMode};
+use spillway_sim::{Fault, SimHandle, SimMode};
 use std::time::{Duration, Instant};
 use support::client::{call, post_json, send, sse_data};
 use support::*;

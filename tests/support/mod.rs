@@ -6,7 +6,7 @@ pub mod client;
 
 use spillway::app::Embedded;
 use spillway::config;
-use spillway::sim::{self, SimConfig, SimHandle, SimMode};
+use spillway_sim::{self as sim, SimConfig, SimHandle, SimMode};
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -171,16 +171,6 @@ impl Drop for Gateway {
             e.stop();
         }
     }
-}
-
-/// Runs `spillway -t -c path` with extra environment variables.
-pub fn spillway_t(path: &Path, envs: &[(&str, &str)]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_spillway"))
-        .args(["-t", "-c"])
-        .arg(path)
-        .envs(envs.iter().copied())
-        .output()
-        .expect("the spillway binary runs")
 }
 
 /// The dated chat completions path for `alias`.

@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use spillway::sim::{spawn, SimConfig, SimMode};
+//! use spillway_sim::{spawn, SimConfig, SimMode};
 //! let sim = spawn(SimConfig {
 //!     mode: SimMode::Provisioned { tokens_per_minute: 60_000 },
 //!     ..SimConfig::default()

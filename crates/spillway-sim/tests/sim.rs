@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use spillway::sim::{spawn, Fault, SimConfig, SimHandle, SimMode, OUTPUT_TOKENS_HEADER};
+use spillway_sim::{spawn, Fault, SimConfig, SimHandle, SimMode, OUTPUT_TOKENS_HEADER};
 use tokio::net::TcpStream;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -1,15 +1,15 @@
 //! `spillway demo`: simulated PTU and Standard regions and a gateway in front of them, in one
 //! process on fixed local ports (conf/demo.yaml), so a newcomer sees the whole path at once.
 
-use crate::config;
-use crate::sim::{self, SimConfig, SimMode};
+use spillway::config;
+use spillway_sim::{self as sim, SimConfig, SimMode};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 /// The demo's config, the same file CI validates.
-pub const DEMO_YAML: &str = include_str!("../conf/demo.yaml");
+pub const DEMO_YAML: &str = include_str!("../../../conf/demo.yaml");
 
 /// Flags of `spillway demo`.
 #[derive(clap::Args, Debug)]
@@ -139,6 +139,6 @@ pub fn run(args: DemoArgs) -> ExitCode {
         args.ptu_tpm, args.standard_tpm
     );
     let opt = pingora::server::configuration::Opt::default();
-    let (server, shared) = crate::app::build(loaded, opt, None);
-    crate::app::run(server, shared)
+    let (server, shared) = spillway::app::build(loaded, opt, None);
+    spillway::app::run(server, shared)
 }

@@ -1,7 +1,7 @@
 //! The command line: run a gateway from a file, validate a file, run the demo or the simulator.
 
-use crate::config;
 use clap::{Parser, Subcommand};
+use spillway::config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,7 +34,7 @@ pub enum Command {
     /// Start simulated PTU and Standard regions and a gateway in front of them.
     Demo(crate::demo::DemoArgs),
     /// Run the Azure OpenAI simulator.
-    Sim(crate::sim::SimArgs),
+    Sim(spillway_sim::SimArgs),
 }
 
 /// Runs the gateway (or validates its config) as the flags say.
@@ -63,6 +63,6 @@ pub fn run_gateway(cli: Cli) -> ExitCode {
         daemon: cli.daemon,
         ..Default::default()
     };
-    let (server, shared) = crate::app::build(loaded, opt, Some(path));
-    crate::app::run(server, shared)
+    let (server, shared) = spillway::app::build(loaded, opt, Some(path));
+    spillway::app::run(server, shared)
 }

@@ -2,9 +2,10 @@
 //! old one) and a SIGTERM drain, each under a bounded loop of short requests and streams on
 //! loopback, counting failed requests.
 
+#[path = "../../../tests/support/mod.rs"]
 mod support;
 
-use spillway::sim::SimMode;
+use spillway_sim::SimMode;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -20,7 +21,7 @@ struct Files {
     admin: String,
 }
 
-fn files(name: &str, sim: &spillway::sim::SimHandle) -> Files {
+fn files(name: &str, sim: &spillway_sim::SimHandle) -> Files {
     let dir = std::env::temp_dir().join(format!("spillway-{name}-{}", free_port()));
     std::fs::create_dir_all(&dir).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
@@ -200,7 +201,7 @@ fn exited_within(child: &mut Child, limit: Duration) -> bool {
     false
 }
 
-async fn sim_for_load() -> spillway::sim::SimHandle {
+async fn sim_for_load() -> spillway_sim::SimHandle {
     let s = sim("eastus-ptu", SimMode::Unlimited).await;
     s.set_ttft(Duration::from_millis(20));
     s.set_tbt(Duration::from_millis(10));

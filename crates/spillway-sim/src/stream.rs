@@ -182,7 +182,7 @@ async fn pause_until(at: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::request::Kind;
+    use crate::request::Kind;
     use serde_json::Value;
 
     fn reply(include_usage: bool, n: u32, tokens: u32) -> Reply {

@@ -1,0 +1,72 @@
+//! The `spillway` binary's own command line: `-t` validates a config and lists every problem
+//! with its file and field, and the deploy files' config passes it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (this crate lives in `crates/spillway-cli`).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs `spillway -t -c path` with extra environment variables.
+fn spillway_t(path: &Path, envs: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["-t", "-c"])
+        .arg(path)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("the spillway binary runs")
+}
+
+#[test]
+fn config_test_flag_lists_every_error() {
+    let dir = std::env::temp_dir().join(format!("spillway-t-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listen: nowhere\ntenants:\n  - name: a\n    api_keys: [\"${SPILLWAY_TEST_UNSET_VAR}\"]\npools:\n  - name: ptu\n    kind: provisioned\n    deployments: []\nmodels:\n  m: [ptu, missing]\n",
+    )
+    .unwrap();
+    let out = spillway_t(&bad, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "bad.yaml",
+        "listen[0]",
+        "tenants[0].api_keys[0]: environment variable SPILLWAY_TEST_UNSET_VAR is not set",
+        "pools[0].deployments: pool has no deployments",
+        "models.m[1]: unknown pool `missing`",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+
+    let good = root().join("conf/demo.yaml");
+    let out = spillway_t(&good, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_kubernetes_config_passes_spillway_t() {
+    let out = spillway_t(
+        &root().join("deploy/k8s/config/spillway.yaml"),
+        &[
+            ("SEARCH_KEY", "k1"),
+            ("CHAT_KEY", "k2"),
+            ("AOAI_EASTUS_KEY", "k3"),
+            ("AOAI_WESTUS_KEY", "k4"),
+            ("AOAI_SWEDEN_KEY", "k5"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
