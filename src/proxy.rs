@@ -13,6 +13,7 @@
 //! ```
 
 mod admit;
+pub mod attempt;
 pub mod ctx;
 mod finish;
 mod gateway;

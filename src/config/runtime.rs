@@ -23,7 +23,7 @@ pub struct Config {
     pub tenants: Tenants,
     pub governance: Governance,
     pub pools: Vec<Pool>,
-    pub models: HashMap<String, Model>,
+    pub models: HashMap<String, Arc<Model>>,
     pub retry: Retry,
     pub timeouts: Timeouts,
     pub routing: RoutingPolicy,
@@ -33,7 +33,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn model(&self, alias: &str) -> Option<&Model> {
+    pub fn model(&self, alias: &str) -> Option<&Arc<Model>> {
         self.models.get(alias)
     }
 

@@ -186,10 +186,7 @@ fn wire_values_are_built_once_and_the_key_is_sensitive() {
 #[test]
 fn live_state_survives_a_reload_only_for_the_same_upstream() {
     let first = parse_str(GOOD).unwrap().config;
-    first.pools[0].deployments[0]
-        .state
-        .inflight
-        .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+    let _busy = first.pools[0].deployments[0].state.enter();
     let second = parse(GOOD, Path::new("t"), &env, Some(&first))
         .unwrap()
         .config;

@@ -124,16 +124,17 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Re
     let alias = route.alias.as_deref().unwrap_or_default();
     let model = config
         .model(alias)
-        .ok_or_else(|| Reply::unknown_model(alias))?;
+        .ok_or_else(|| Reply::unknown_model(alias))?
+        .clone();
 
     let mut estimate = 0;
     if let Some(body) = &body {
         if route.operation.is_generation() {
-            let policy = config.governance.policy(model, &tenant);
+            let policy = config.governance.policy(&model, &tenant);
             let capped = caps::decide(body, &policy, None).map_err(|e| Reply::bad_request(e.0))?;
             // The tokenizer is the costliest step of admission: run it only where its count
             // decides something (a token budget, or a capacity to predict utilization from).
-            let exact = tenant.limits.tokens_per_minute.is_some() || config.predicts(model);
+            let exact = tenant.limits.tokens_per_minute.is_some() || config.predicts(&model);
             ctx.prompt_tokens = body.prompt_json().map_or(0, |p| {
                 if exact {
                     u64::from(prompt::count_prompt(route.operation, p))
@@ -156,6 +157,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Re
 
     ctx.body = body;
     ctx.route = Some(route);
+    ctx.model = Some(model);
     Ok(())
 }
 

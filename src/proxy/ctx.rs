@@ -1,41 +1,19 @@
 //! The per-request context: what the phases learn about a request and hand to the next.
 
+use super::attempt::Attempt;
 use super::route::Route;
 use super::usage::{JsonUsage, Usage};
-use crate::config::{Config, Deployment, Tenant};
+use crate::config::{Config, Deployment, Model, Tenant};
 use crate::governance::body::JsonBody;
 use crate::governance::budget::Remaining;
 use crate::governance::caps::{CapPolicy, Capped};
-use crate::routing::state::InflightGuard;
+use crate::routing::select::Choice;
 use crate::stream::{SseTap, StreamSummary};
 use bytes::Bytes;
 use http::HeaderValue;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
-
-/// One upstream attempt, as the access log and `x-spillway-attempts` report it.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    pub deployment: Arc<Deployment>,
-    pub pool: usize,
-    pub started: Instant,
-    /// Upstream status, or 0 when no response header arrived.
-    pub status: u16,
-    /// How the attempt ended ("pending", "response", "replayed", "connect", "error", ...).
-    pub outcome: &'static str,
-    /// Why the model's first pool was passed over for this attempt, if it was.
-    pub spilled: Option<crate::routing::state::Skip>,
-    /// Tokens this attempt added to the deployment's admitted window.
-    pub admitted: u64,
-}
-
-impl Attempt {
-    /// A stale pooled connection says nothing about the deployment: it may be tried again.
-    pub fn counts_as_tried(&self) -> bool {
-        self.outcome != "stale-connection"
-    }
-}
 
 /// How the current response is read on the side.
 #[derive(Debug, Default)]
@@ -55,6 +33,8 @@ pub struct RequestCtx {
     pub config: Arc<Config>,
     pub tenant: Option<Arc<Tenant>>,
     pub route: Option<Route>,
+    /// The model the route names, resolved once at admission.
+    pub model: Option<Arc<Model>>,
     /// The `api-version` query value, when the client sent one.
     pub api_version: Option<String>,
     /// The parsed body of governed operations.
@@ -63,9 +43,11 @@ pub struct RequestCtx {
     pub body_out: Option<Bytes>,
     /// The body of the current attempt (may differ per deployment for the v1 shape).
     pub attempt_body: Option<Bytes>,
+    /// Every upstream attempt so far; the last one is current. Each owns its hold on its
+    /// deployment (see `attempt.rs`).
     pub attempts: Vec<Attempt>,
-    /// Holds the current attempt's deployment as busy.
-    pub inflight: Option<InflightGuard>,
+    /// The deployment the replay decision found, for the next attempt.
+    pub next: Option<Choice>,
     /// The caps for this request (global, model, tenant merged).
     pub policy: Option<CapPolicy>,
     /// The limit decided for the current attempt.
@@ -91,13 +73,8 @@ pub struct RequestCtx {
     pub usage: Option<Usage>,
     /// When the served attempt's response ended.
     pub finished: Option<Instant>,
-    /// Set while an upstream status is being turned into a replay, so that
-    /// `error_while_proxy` keeps the decision.
-    pub replaying: bool,
     /// A load balancer's health probe, not traffic: not logged or counted.
     pub probe: bool,
-    /// Why no deployment could be chosen, for the client's answer.
-    pub no_choice: Option<crate::routing::select::NoChoice>,
 }
 
 impl RequestCtx {
@@ -108,12 +85,13 @@ impl RequestCtx {
             config,
             tenant: None,
             route: None,
+            model: None,
             api_version: None,
             body: None,
             body_out: None,
             attempt_body: None,
             attempts: Vec::new(),
-            inflight: None,
+            next: None,
             policy: None,
             capped: None,
             prompt_tokens: 0,
@@ -126,9 +104,7 @@ impl RequestCtx {
             overhead: None,
             usage: None,
             finished: None,
-            replaying: false,
             probe: false,
-            no_choice: None,
         }
     }
 
@@ -138,8 +114,12 @@ impl RequestCtx {
 
     /// The model's first (preferred) pool: an attempt elsewhere is a spillover.
     pub fn first_pool(&self) -> Option<usize> {
-        let alias = self.route.as_ref()?.alias.as_deref()?;
-        self.config.model(alias)?.pools.first().copied()
+        self.model.as_ref()?.pools.first().copied()
+    }
+
+    /// The admitted request's model.
+    pub fn model(&self) -> Option<&Model> {
+        self.model.as_deref()
     }
 
     pub fn current(&self) -> Option<&Attempt> {

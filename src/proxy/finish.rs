@@ -1,6 +1,7 @@
 //! The end of a request: read usage and timing off the response on the side, settle the
 //! tenant's budget and the deployment's admitted tokens, feed its rate meter, and report.
 
+use super::attempt::Outcome;
 use super::ctx::{RequestCtx, Tap};
 use super::usage::JsonUsage;
 use crate::governance::budget::BudgetStore;
@@ -66,7 +67,8 @@ pub fn finish_response(ctx: &mut RequestCtx, now: Instant) {
     }
 }
 
-/// Replaces the admission estimates by the real usage, and records the output rate.
+/// Replaces the admission estimates by the real usage (the tenant's charge and the served
+/// attempt's hold, each exactly once), and records the output rate.
 pub fn settle(ctx: &mut RequestCtx) {
     if ctx.finished.is_none() && !matches!(ctx.tap, Tap::None) {
         // The client or upstream went away mid-body: take what was seen.
@@ -82,18 +84,22 @@ pub fn settle(ctx: &mut RequestCtx) {
             tenant.budget.settle(tenant.limits, charged, actual, now);
         }
     }
-    let Some(a) = ctx.current() else { return };
-    if a.outcome != "response" {
+    let (usage, finished, complete) = (
+        ctx.usage,
+        ctx.finished,
+        ctx.stream.as_ref().is_none_or(|st| st.done_seen),
+    );
+    let Some(a) = ctx.attempts.last_mut() else {
+        return;
+    };
+    a.settle(actual);
+    if a.outcome() != Outcome::Response {
         return;
     }
-    let s = &a.deployment.state;
-    if let Some(actual) = actual {
-        s.admitted
-            .add(s.second(now), actual as i64 - a.admitted as i64);
-    }
-    let complete = ctx.stream.as_ref().is_none_or(|st| st.done_seen);
-    if let (Some(u), Some(end), 200, true) = (ctx.usage, ctx.finished, a.status, complete) {
-        s.rate
+    if let (Some(u), Some(end), 200, true) = (usage, finished, a.status(), complete) {
+        a.deployment
+            .state
+            .rate
             .record(u.completion_tokens, end.duration_since(a.started), now);
     }
 }

@@ -191,17 +191,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let now = tokio::time::Instant::now();
-        replay::unadmit(ctx, now);
-        if let Some(a) = ctx.attempts.last_mut() {
-            a.outcome = "connect";
-            a.deployment
-                .state
-                .on_failure(true, &ctx.config.routing, now);
-        }
-        ctx.inflight = None;
-        // Nothing reached the upstream: another deployment may take it.
-        e.set_retry(replay::may_replay(&self.shared, ctx, now));
+        e.set_retry(replay::after_connect_failure(&self.shared, ctx));
         e
     }
 
@@ -214,49 +204,14 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        ctx.inflight = None;
-        if std::mem::take(&mut ctx.replaying) {
-            // upstream_response_filter already decided to replay this status.
-            return e;
-        }
-        let now = tokio::time::Instant::now();
-        if e.esource() == &ErrorSource::Downstream {
-            // The client went away (or sent garbage): nothing to say about the deployment,
-            // and nobody left to answer, so no replay either.
-            if let Some(a) = ctx.attempts.last_mut() {
-                if a.outcome == "pending" {
-                    a.outcome = "client-gone";
-                }
-            }
-            replay::unadmit(ctx, now);
-            e.set_retry(false);
-            return e;
-        }
-        let stale = client_reused
-            && matches!(
-                e.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError
-            )
-            && ctx.current().is_some_and(|a| a.status == 0);
-        if let Some(a) = ctx.attempts.last_mut() {
-            if a.outcome == "pending" {
-                a.outcome = if stale { "stale-connection" } else { "error" };
-            }
-            // A pooled connection the upstream had closed says nothing about its health.
-            if !stale && a.status == 0 {
-                a.deployment
-                    .state
-                    .on_failure(false, &ctx.config.routing, now);
-            }
-        }
-        // The body is fully buffered, so a POST is as replayable as a GET; only a response
-        // that already reached the client makes a retry unsafe.
-        let retry =
-            session.response_written().is_none() && replay::may_replay(&self.shared, ctx, now);
-        if retry {
-            replay::unadmit(ctx, now);
-        }
-        e.set_retry(retry);
+        let answered = session.response_written().is_some();
+        e.set_retry(replay::after_error(
+            &self.shared,
+            ctx,
+            &e,
+            client_reused,
+            answered,
+        ));
         e
     }
 
@@ -266,7 +221,7 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let reply = match ctx.no_choice {
+        let reply = match e.root_cause().downcast_ref::<NoChoice>() {
             Some(NoChoice::AllThrottled(wait)) => {
                 let ms = wait.as_millis().max(1);
                 Reply::new(
@@ -298,7 +253,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        ctx.inflight = None;
         if ctx.probe {
             // Balancer probes arrive every few seconds from every edge: not traffic.
             return;

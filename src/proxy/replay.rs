@@ -1,71 +1,58 @@
-//! Replay decisions: what each upstream outcome teaches the deployment's state (utilization,
-//! cool-down, health), and whether the request goes to another deployment before the client
-//! sees anything. Bounded by `retry.max_attempts`, by a process-wide retry budget, and by
-//! there being somewhere else to go.
+//! Replay decisions: whether a request goes to another deployment before the client sees
+//! anything. Bounded by `retry.max_attempts`, by a process-wide retry budget, and by there
+//! being somewhere else to go. What each outcome teaches the deployment is the attempt's
+//! business (`attempt.rs`); this module only decides what happens next.
 
 use super::ctx::RequestCtx;
 use crate::routing::select::choose;
 use crate::shared::Shared;
 use pingora::http::ResponseHeader;
-use pingora::{Error, ErrorType};
-use std::time::Duration;
+use pingora::{Error, ErrorSource, ErrorType};
 use tokio::time::Instant;
+
+/// The cause carried by the error that turns a replayable upstream status into a retry, so
+/// that `error_while_proxy` recognises its own decision.
+#[derive(Debug)]
+pub struct Replay;
+
+impl std::fmt::Display for Replay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("replaying on another deployment")
+    }
+}
+
+impl std::error::Error for Replay {}
 
 /// Whether another attempt should follow: attempts left, another deployment to try, and
 /// room in the retry budget (checked last, so a refusal for other reasons costs nothing).
-pub fn may_replay(shared: &Shared, ctx: &RequestCtx, now: Instant) -> bool {
-    let config = &ctx.config;
+/// The deployment found is kept for the next `upstream_peer`.
+pub fn may_replay(shared: &Shared, ctx: &mut RequestCtx, now: Instant) -> bool {
+    let config = ctx.config.clone();
     if ctx.attempts.len() as u32 >= config.retry.max_attempts {
         return false;
     }
-    let Some(model) = ctx
-        .route
-        .as_ref()
-        .and_then(|r| r.alias.as_deref())
-        .and_then(|a| config.model(a))
-    else {
+    let Some(model) = ctx.model() else {
         return false;
     };
-    choose(config, model, |d| ctx.tried(d), 0, &config.routing, now).is_ok()
-        && shared.retry_budget.try_retry(
-            config.retry.budget_percent,
-            config.retry.budget_min_per_second,
-            now,
-        )
-}
-
-/// `"89.3%"` → 89.3.
-fn parse_percent(v: &[u8]) -> Option<f64> {
-    std::str::from_utf8(v)
-        .ok()?
-        .trim()
-        .trim_end_matches('%')
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// How long a 429 asks us to wait: `retry-after-ms`, else `retry-after` in seconds, else 1 s.
-pub fn retry_after(resp: &ResponseHeader) -> Duration {
-    let num = |name: &str| {
-        resp.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|v| v.is_finite() && *v >= 0.0)
+    let Ok(choice) = choose(
+        &config,
+        model,
+        |d| ctx.tried(d),
+        shared.spin(),
+        &config.routing,
+        now,
+    ) else {
+        return false;
     };
-    num("retry-after-ms")
-        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-        .or_else(|| num("retry-after").map(Duration::from_secs_f64))
-        .unwrap_or(Duration::from_secs(1))
-}
-
-/// Takes back the tokens an attempt added to its deployment's window: it generated nothing.
-pub fn unadmit(ctx: &RequestCtx, now: Instant) {
-    if let Some(a) = ctx.current() {
-        let s = &a.deployment.state;
-        s.admitted.add(s.second(now), -(a.admitted as i64));
+    let budget = &config.retry;
+    if !shared
+        .retry_budget
+        .try_retry(budget.budget_percent, budget.budget_min_per_second, now)
+    {
+        return false;
     }
+    ctx.next = Some(choice);
+    true
 }
 
 /// Learns from an upstream response header, and turns a replayable status into a retryable
@@ -76,64 +63,76 @@ pub fn on_response(
     resp: &ResponseHeader,
 ) -> pingora::Result<()> {
     let now = Instant::now();
-    let status = resp.status.as_u16();
     let config = ctx.config.clone();
     let Some(attempt) = ctx.attempts.last_mut() else {
         return Ok(());
     };
-    attempt.status = status;
-    attempt.outcome = "response";
-    let d = attempt.deployment.clone();
-    let spill_at = config.pools[attempt.pool].spill_at_utilization;
-    if let Some(pct) = resp
-        .headers
-        .get("azure-openai-deployment-utilization")
-        .and_then(|v| parse_percent(v.as_bytes()))
-    {
-        d.state.on_utilization(pct, spill_at, &config.routing, now);
-    }
-    match status {
-        429 => d
-            .state
-            .on_throttled(retry_after(resp), &config.routing, now),
-        408 | 500..=599 => {
-            if d.state.on_failure(false, &config.routing, now) {
-                log::warn!("deployment {} ejected after repeated {status}s", d.name);
-            }
-        }
-        _ => d.state.on_success(),
-    }
-    if !config.retry.retries_status(status) || !may_replay(shared, ctx, now) {
+    if !attempt.on_response(resp, &config, now) || !may_replay(shared, ctx, now) {
         return Ok(());
     }
-    unadmit(ctx, now);
     if let Some(a) = ctx.attempts.last_mut() {
-        a.outcome = "replayed";
+        a.replayed();
     }
-    ctx.inflight = None;
-    ctx.replaying = true;
-    let mut e = Error::explain(
+    let status = resp.status.as_u16();
+    let mut e = Error::because(
         ErrorType::HTTPStatus(status),
         "replaying on another deployment",
+        Replay,
     );
     e.set_retry(true);
     Err(e)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_azure_headers() {
-        assert_eq!(parse_percent(b"89.3%"), Some(89.3));
-        assert_eq!(parse_percent(b" 100 % "), Some(100.0));
-        assert_eq!(parse_percent(b"high"), None);
-        let mut r = ResponseHeader::build(429, None).unwrap();
-        assert_eq!(retry_after(&r), Duration::from_secs(1));
-        r.insert_header("retry-after", "86400").unwrap();
-        assert_eq!(retry_after(&r), Duration::from_secs(86400));
-        r.insert_header("retry-after-ms", "250").unwrap();
-        assert_eq!(retry_after(&r), Duration::from_millis(250));
+/// A connection to the upstream could not be made: whether to try elsewhere.
+pub fn after_connect_failure(shared: &Shared, ctx: &mut RequestCtx) -> bool {
+    let now = Instant::now();
+    let policy = ctx.config.routing;
+    if let Some(a) = ctx.attempts.last_mut() {
+        a.connect_failed(&policy, now);
     }
+    // Nothing reached the upstream: another deployment may take it.
+    may_replay(shared, ctx, now)
+}
+
+/// The proxy failed after connecting: classify the failure for the attempt and say whether
+/// to replay. `client_reused`: the upstream connection came from the pool; `answered`: part
+/// of a response already reached the client, which makes a replay unsafe.
+pub fn after_error(
+    shared: &Shared,
+    ctx: &mut RequestCtx,
+    e: &Error,
+    client_reused: bool,
+    answered: bool,
+) -> bool {
+    if e.root_cause().is::<Replay>() {
+        // upstream_response_filter already decided.
+        return true;
+    }
+    let now = Instant::now();
+    let policy = ctx.config.routing;
+    let Some(a) = ctx.attempts.last_mut() else {
+        return false;
+    };
+    if e.esource() == &ErrorSource::Downstream {
+        // The client went away (or sent garbage): nothing to say about the deployment,
+        // and nobody left to answer, so no replay either.
+        a.client_gone();
+        return false;
+    }
+    let stale = client_reused
+        && matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError
+        )
+        && a.status() == 0;
+    a.transport_error(stale, &policy, now);
+    // The body is fully buffered, so a POST is as replayable as a GET; only a response
+    // that already reached the client makes a retry unsafe.
+    let retry = !answered && may_replay(shared, ctx, now);
+    if retry {
+        if let Some(a) = ctx.attempts.last_mut() {
+            a.release();
+        }
+    }
+    retry
 }

@@ -1,71 +1,60 @@
 //! The upstream side of an attempt: the peer to connect to, the body to send and the request
 //! header rewrite (path, host, key).
 
-use super::ctx::{Attempt, RequestCtx};
+use super::attempt::Attempt;
+use super::ctx::RequestCtx;
 use super::route::Shape;
 use crate::config::Deployment;
 use crate::governance::body::Edits;
 use crate::governance::{caps, stream_options};
 use crate::routing::resolve;
-use crate::routing::select::{choose, Choice, NoChoice};
+use crate::routing::select::{choose, NoChoice};
 use crate::shared::Shared;
 use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::{Error, ErrorType, Result};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Idle upstream connections are kept this long for reuse.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
-/// Picks the deployment for the next attempt, records it, and builds its peer.
+/// Picks the deployment for the next attempt (the one the replay decision found, if any),
+/// starts the attempt, and builds its peer.
 pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
     let config = ctx.config.clone();
     let now = tokio::time::Instant::now();
-    let alias = ctx
-        .route
-        .as_ref()
-        .and_then(|r| r.alias.as_deref())
-        .unwrap_or_default();
-    let model = config
-        .model(alias)
-        .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "unknown model"))?;
+    let Some(model) = ctx.model.clone() else {
+        return Error::e_explain(ErrorType::HTTPStatus(404), "unknown model");
+    };
     let spin = shared.spin();
-    let Choice {
-        pool,
-        deployment,
-        spilled,
-    } = match choose(&config, model, |d| ctx.tried(d), spin, &config.routing, now) {
-        Ok(c) => c,
-        Err(why) => {
-            ctx.no_choice = Some(why);
+    let choice = match ctx.next.take() {
+        Some(choice) => choice,
+        None => choose(
+            &config,
+            &model,
+            |d| ctx.tried(d),
+            spin,
+            &config.routing,
+            now,
+        )
+        .map_err(|why| {
             let status = if matches!(why, NoChoice::AllThrottled(_)) {
                 429
             } else {
                 503
             };
-            return Err(Error::explain(
+            Error::because(
                 ErrorType::HTTPStatus(status),
                 "no deployment can take the request",
-            ));
-        }
+                why,
+            )
+        })?,
     };
+    let deployment = choice.deployment.clone();
     ctx.attempt_body = attempt_body(ctx, model.adaptive_sync_cap, &deployment);
     let admitted = ctx.prompt_tokens + ctx.capped.as_ref().map_or(0, |c| c.total_output);
-    deployment
-        .state
-        .admitted
-        .add(deployment.state.second(now), admitted as i64);
-    ctx.inflight = Some(deployment.state.enter());
-    ctx.attempts.push(Attempt {
-        deployment: deployment.clone(),
-        pool,
-        started: Instant::now(),
-        status: 0,
-        outcome: "pending",
-        spilled,
-        admitted,
-    });
+    ctx.attempts.push(Attempt::start(choice, admitted, now));
     let addr = resolve::address(&deployment.endpoint, &deployment.state, spin)
         .await
         .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e.to_string()))?;

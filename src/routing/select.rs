@@ -5,7 +5,6 @@
 
 use super::state::{RoutingPolicy, Skip};
 use crate::config::{Config, Deployment, Model};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -19,7 +18,8 @@ pub struct Choice {
     pub spilled: Option<Skip>,
 }
 
-/// Why no deployment could be chosen.
+/// Why no deployment could be chosen. It rides on the proxy's error as its cause, so the
+/// answer to the client is decided from the error itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoChoice {
     /// Every deployment of the model was tried already in this request.
@@ -29,6 +29,18 @@ pub enum NoChoice {
     /// Every remaining deployment is unhealthy, ejected or at its in-flight limit.
     NoneUsable,
 }
+
+impl std::fmt::Display for NoChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NoChoice::AllTried => "every deployment of the model was tried",
+            NoChoice::AllThrottled(_) => "every deployment of the model is throttled",
+            NoChoice::NoneUsable => "no deployment of the model is usable",
+        })
+    }
+}
+
+impl std::error::Error for NoChoice {}
 
 /// Picks a deployment for `model`, skipping those for which `tried` is true. `spin` breaks ties between
 /// equally loaded deployments so that traffic rotates instead of piling on the first.
@@ -58,7 +70,7 @@ pub fn choose(
             }
             untried = true;
             // In-flight per weight, scaled to stay integral.
-            let load = u64::from(d.state.inflight.load(Relaxed)) * 1000 / u64::from(d.weight);
+            let load = u64::from(d.state.inflight()) * 1000 / u64::from(d.weight);
             match d.state.skip(
                 d.max_inflight,
                 pool.spill_at_utilization,

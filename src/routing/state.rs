@@ -87,18 +87,19 @@ const NONE: u64 = u64::MAX;
 #[derive(Debug)]
 pub struct DeploymentState {
     epoch: Instant,
-    /// Requests currently sent to this deployment and not finished.
-    pub inflight: AtomicU32,
+    /// Requests currently sent to this deployment and not finished (see [`Lease`]).
+    inflight: AtomicU32,
     /// DNS cache for hostname endpoints (IP literals never use it).
-    pub resolved: ArcSwapOption<Resolved>,
+    pub(super) resolved: ArcSwapOption<Resolved>,
     /// Set while one task refreshes `resolved`, so only one lookup runs at a time.
-    pub resolving: AtomicBool,
+    pub(super) resolving: AtomicBool,
     /// Measured output rate, for the adaptive synchronous cap.
     pub rate: RateMeter,
-    /// Estimated tokens sent per second over the last minute, corrected by real usage.
-    pub admitted: TokenWindow,
+    /// Estimated tokens sent per second over the last minute, corrected by real usage
+    /// (see [`Lease`]).
+    admitted: TokenWindow,
     /// 429s received, for status and metrics.
-    pub throttled: AtomicU64,
+    throttled: AtomicU64,
     cooldown_until_ms: AtomicU64,
     utilization_permille: AtomicU32,
     utilization_at_ms: AtomicU64,
@@ -148,7 +149,7 @@ impl DeploymentState {
     }
 
     /// The second number used by the admitted-tokens window.
-    pub fn second(&self, now: Instant) -> u64 {
+    fn second(&self, now: Instant) -> u64 {
         self.ms(now) / 1000
     }
 
@@ -156,6 +157,33 @@ impl DeploymentState {
     pub fn enter(self: &Arc<Self>) -> InflightGuard {
         self.inflight.fetch_add(1, Relaxed);
         InflightGuard(self.clone())
+    }
+
+    /// Takes a request onto this deployment: in flight, with `tokens` (its prompt plus
+    /// output limit) added to the admitted window until the lease says what really happened.
+    pub fn lease(self: &Arc<Self>, tokens: u64, now: Instant) -> Lease {
+        let sec = self.second(now);
+        self.admitted.add(sec, clamp_i64(tokens));
+        Lease {
+            inflight: self.enter(),
+            sec,
+            tokens,
+        }
+    }
+
+    /// Requests in flight now.
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Relaxed)
+    }
+
+    /// Tokens admitted over the last minute.
+    pub fn admitted_tokens(&self, now: Instant) -> u64 {
+        self.admitted.sum(self.second(now))
+    }
+
+    /// 429s received since start.
+    pub fn throttled_total(&self) -> u64 {
+        self.throttled.load(Relaxed)
     }
 
     /// A 429 told us to wait `retry_after` (capped by the policy).
@@ -203,7 +231,7 @@ impl DeploymentState {
     /// Utilization predicted from the tokens sent in the last minute, for a deployment with
     /// a known capacity.
     pub fn predicted_utilization(&self, capacity_tpm: u64, now: Instant) -> f64 {
-        self.admitted.sum(self.second(now)) as f64 * 100.0 / capacity_tpm.max(1) as f64
+        self.admitted_tokens(now) as f64 * 100.0 / capacity_tpm.max(1) as f64
     }
 
     /// A successful response: passive health recovers.
@@ -316,7 +344,7 @@ impl DeploymentState {
             "utilization_percent": self.utilization(policy, now),
             "saturated": self.saturated.load(Relaxed),
             "inflight": self.inflight.load(Relaxed),
-            "admitted_tokens_last_minute": self.admitted.sum(self.second(now)),
+            "admitted_tokens_last_minute": self.admitted_tokens(now),
             "throttled_total": self.throttled.load(Relaxed),
             "consecutive_failures": self.failures.load(Relaxed),
             "output_tokens_per_second": self.rate.rate(now),
@@ -331,6 +359,43 @@ pub struct InflightGuard(Arc<DeploymentState>);
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Relaxed);
+    }
+}
+
+fn clamp_i64(tokens: u64) -> i64 {
+    i64::try_from(tokens).unwrap_or(i64::MAX)
+}
+
+/// One request's hold on a deployment: counted in flight, and its estimated tokens in the
+/// admitted window. It ends exactly once, because each way to end it consumes it: `release`
+/// takes the tokens back (the deployment generated nothing), `settle` replaces the estimate
+/// by the real count, and a lease dropped without either keeps its estimate, an upper bound.
+/// Every way leaves the in-flight count.
+#[derive(Debug)]
+pub struct Lease {
+    inflight: InflightGuard,
+    /// The second the tokens went into, where their corrections go too.
+    sec: u64,
+    tokens: u64,
+}
+
+impl Lease {
+    /// Nothing was generated (connect failure, a status replayed elsewhere, a client that
+    /// left before the answer): the tokens come back out of the window.
+    pub fn release(self) {
+        self.inflight
+            .0
+            .admitted
+            .amend(self.sec, -clamp_i64(self.tokens));
+    }
+
+    /// The request ended having used `actual` tokens, when the upstream said (or the stream
+    /// showed) how many; without a count the estimate stands.
+    pub fn settle(self, actual: Option<u64>) {
+        if let Some(actual) = actual {
+            let delta = clamp_i64(actual).saturating_sub(clamp_i64(self.tokens));
+            self.inflight.0.admitted.amend(self.sec, delta);
+        }
     }
 }
 
@@ -355,14 +420,14 @@ mod tests {
         let s = Arc::new(DeploymentState::new());
         let a = s.enter();
         let b = s.enter();
-        assert_eq!(s.inflight.load(Relaxed), 2);
+        assert_eq!(s.inflight(), 2);
         assert_eq!(
             s.skip(Some(2), 90.0, None, &P, Instant::now()),
             Some(Skip::Inflight)
         );
         drop(a);
         drop(b);
-        assert_eq!(s.inflight.load(Relaxed), 0);
+        assert_eq!(s.inflight(), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -401,10 +466,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn prediction_from_recent_tokens() {
-        let s = DeploymentState::new();
+    async fn a_lease_ends_once_whichever_way() {
+        let s = Arc::new(DeploymentState::new());
         let now = Instant::now();
-        s.admitted.add(s.second(now), 9_000);
+        let (a, b, c) = (s.lease(1_000, now), s.lease(500, now), s.lease(300, now));
+        assert_eq!((s.inflight(), s.admitted_tokens(now)), (3, 1_800));
+        a.release();
+        assert_eq!((s.inflight(), s.admitted_tokens(now)), (2, 800));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let later = Instant::now();
+        b.settle(Some(120));
+        assert_eq!((s.inflight(), s.admitted_tokens(later)), (1, 420));
+        drop(c);
+        assert_eq!(
+            (s.inflight(), s.admitted_tokens(later)),
+            (0, 420),
+            "dropped: the estimate stands"
+        );
+        let d = s.lease(u64::MAX, later);
+        d.settle(Some(10));
+        assert_eq!(
+            s.admitted_tokens(later),
+            430,
+            "no overflow from a wild count"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prediction_from_recent_tokens() {
+        let s = Arc::new(DeploymentState::new());
+        let now = Instant::now();
+        let _lease = s.lease(9_000, now);
         assert_eq!(
             s.skip(None, 90.0, Some(10_000), &P, now),
             Some(Skip::Predicted)

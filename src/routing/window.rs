@@ -40,13 +40,23 @@ impl TokenWindow {
         self.counts[i].fetch_add(tokens, Relaxed);
     }
 
+    /// Corrects what was added at second `sec` by `delta`, in that second's slot, while the
+    /// window still holds it. Once that second has left the window the correction is
+    /// dropped: applied at a later second, it would hide that second's real traffic.
+    pub fn amend(&self, sec: u64, delta: i64) {
+        let i = (sec % SLOTS as u64) as usize;
+        if self.stamps[i].load(Relaxed) == sec {
+            self.counts[i].fetch_add(delta, Relaxed);
+        }
+    }
+
     /// Tokens added in the minute ending at second `sec` (never negative).
     pub fn sum(&self, sec: u64) -> u64 {
         let mut total = 0i64;
         for i in 0..SLOTS {
             let stamp = self.stamps[i].load(Relaxed);
             if stamp != u64::MAX && stamp <= sec && sec - stamp < SLOTS as u64 {
-                total += self.counts[i].load(Relaxed);
+                total = total.saturating_add(self.counts[i].load(Relaxed));
             }
         }
         total.max(0) as u64
@@ -81,5 +91,26 @@ mod tests {
         w.add(5, 100);
         w.add(6, -300);
         assert_eq!(w.sum(6), 0);
+    }
+
+    #[test]
+    fn amends_land_in_their_own_second_while_it_is_in_the_window() {
+        let w = TokenWindow::default();
+        w.add(10, 400);
+        w.add(20, 100);
+        w.amend(10, -300);
+        assert_eq!(w.sum(20), 200);
+        assert_eq!(
+            w.sum(70),
+            100,
+            "the amended second left with its correction"
+        );
+        w.add(75, 50);
+        w.amend(20, -100);
+        assert_eq!(
+            w.sum(75),
+            50,
+            "second 20 is gone: its correction is dropped"
+        );
     }
 }

@@ -229,9 +229,9 @@ impl Metrics {
         for (pool, d) in config.deployments() {
             let l = [pool.name.as_str(), d.name.as_str(), d.region.as_str()];
             let s = &d.state;
-            self.inflight.with_label_values(&l).set(i64::from(
-                s.inflight.load(std::sync::atomic::Ordering::Relaxed),
-            ));
+            self.inflight
+                .with_label_values(&l)
+                .set(i64::from(s.inflight()));
             self.utilization
                 .with_label_values(&l)
                 .set(s.utilization(&config.routing, now).unwrap_or(-1.0));
@@ -245,7 +245,7 @@ impl Metrics {
                 .set(s.cooldown_left(now).map_or(0.0, |d| d.as_secs_f64()));
             self.admitted_tokens
                 .with_label_values(&l)
-                .set(s.admitted.sum(s.second(now)) as i64);
+                .set(s.admitted_tokens(now) as i64);
         }
     }
 

@@ -65,16 +65,26 @@ pub fn request_done(
         m.throttles.with_label_values(&["client", &status_s]).inc();
     }
     for (i, a) in ctx.attempts.iter().enumerate() {
-        let s = a.status.to_string();
+        let s = a.status().to_string();
         let p = cfg.pools[a.pool].name.as_str();
         m.attempts
-            .with_label_values(&[p, &a.deployment.name, &a.deployment.region, &s, a.outcome])
+            .with_label_values(&[
+                p,
+                &a.deployment.name,
+                &a.deployment.region,
+                &s,
+                a.outcome().as_str(),
+            ])
             .inc();
-        if matches!(a.status, 408 | 429) {
+        if matches!(a.status(), 408 | 429) {
             m.throttles.with_label_values(&["upstream", &s]).inc();
         }
         if i + 1 < ctx.attempts.len() {
-            let reason = if a.status != 0 { s.as_str() } else { a.outcome };
+            let reason = if a.status() != 0 {
+                s.as_str()
+            } else {
+                a.outcome().as_str()
+            };
             m.retries.with_label_values(&[reason]).inc();
         }
     }
@@ -222,8 +232,8 @@ impl Serialize for Attempts<'_> {
                 deployment: &a.deployment.name,
                 region: &a.deployment.region,
                 pool: &ctx.config.pools[a.pool].name,
-                status: a.status,
-                outcome: a.outcome,
+                status: a.status(),
+                outcome: a.outcome().as_str(),
                 ms: ms(a.started.elapsed()),
             })?;
         }

@@ -214,7 +214,7 @@ pub(super) fn build_models(
     raw: std::collections::BTreeMap<String, ModelFile>,
     pools: &[Pool],
     problems: &mut Problems,
-) -> HashMap<String, Model> {
+) -> HashMap<String, Arc<Model>> {
     if raw.is_empty() {
         problems.push("models", "at least one model alias is required");
     }
@@ -252,12 +252,12 @@ pub(super) fn build_models(
         }
         out.insert(
             alias.clone(),
-            Model {
+            Arc::new(Model {
                 name: alias,
                 pools: pools_of_model,
                 adaptive_sync_cap,
                 caps,
-            },
+            }),
         );
     }
     out
