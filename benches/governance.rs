@@ -7,11 +7,11 @@
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use spillway::config::OnExceed;
+use spillway::api::Operation;
 use spillway::governance::body::{Edits, JsonBody};
+use spillway::governance::caps::OnExceed;
 use spillway::governance::caps::{self, CapPolicy};
 use spillway::governance::prompt::count_prompt;
-use spillway::proxy::route::Operation;
 use std::hint::black_box;
 
 const POLICY: CapPolicy = CapPolicy {

@@ -12,11 +12,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use spillway::config::OnExceed;
+use spillway::api::Operation;
 use spillway::governance::body::{Edits, JsonBody};
+use spillway::governance::caps::OnExceed;
 use spillway::governance::caps::{self, CapPolicy};
 use spillway::proxy::read_body::read_whole_body;
-use spillway::proxy::route::Operation;
 
 /// The caps of the benchmark's Spillway config (`scripts/bench.d/spillway.yaml.template`).
 const POLICY: CapPolicy = CapPolicy {

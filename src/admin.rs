@@ -32,27 +32,6 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> 
         .unwrap_or_default()
 }
 
-/// Why the instance is not ready, or `None` when it is: not draining, and every model has at
-/// least one healthy deployment.
-pub fn not_ready_reason(shared: &Shared) -> Option<String> {
-    if shared.is_draining() {
-        return Some("draining".into());
-    }
-    let config = shared.config();
-    for model in config.models.values() {
-        let usable = model.pools.iter().any(|&p| {
-            config.pools[p]
-                .deployments
-                .iter()
-                .any(|d| d.state.is_healthy())
-        });
-        if !usable {
-            return Some(format!("model `{}` has no healthy deployment", model.name));
-        }
-    }
-    None
-}
-
 /// The status document: what runs and how each deployment is doing. No keys.
 pub fn status_json(shared: &Shared) -> serde_json::Value {
     let config = shared.config();
@@ -86,7 +65,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
     serde_json::json!({
         "config_hash": config.hash,
         "config_path": shared.config_path,
-        "ready": not_ready_reason(shared).is_none(),
+        "ready": shared.not_ready_reason().is_none(),
         "draining": shared.is_draining(),
         "last_reload": *shared.last_reload.lock(),
         "pools": pools,
@@ -104,7 +83,7 @@ impl ServeHttp for Admin {
                 STATUS_PAGE.as_bytes().to_vec(),
             ),
             "/healthz" => respond(200, "text/plain", b"ok\n".to_vec()),
-            "/readyz" => match not_ready_reason(&self.shared) {
+            "/readyz" => match self.shared.not_ready_reason() {
                 None => respond(200, "text/plain", b"ready\n".to_vec()),
                 Some(why) => respond(
                     503,

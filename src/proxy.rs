@@ -19,9 +19,9 @@ mod finish;
 mod gateway;
 mod headers;
 pub mod read_body;
+mod record;
 mod replay;
 pub mod reply;
-pub mod route;
 mod upstream;
 pub mod usage;
 

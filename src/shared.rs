@@ -68,4 +68,25 @@ impl Shared {
     pub fn spin(&self) -> u32 {
         self.spin.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// Why the instance is not ready, or `None` when it is: not draining, and every model has at
+    /// least one healthy deployment.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.is_draining() {
+            return Some("draining".into());
+        }
+        let config = self.config();
+        for model in config.models.values() {
+            let usable = model.pools.iter().any(|&p| {
+                config.pools[p]
+                    .deployments
+                    .iter()
+                    .any(|d| d.state.is_healthy())
+            });
+            if !usable {
+                return Some(format!("model `{}` has no healthy deployment", model.name));
+            }
+        }
+        None
+    }
 }

@@ -2,4 +2,3 @@
 
 pub mod access;
 pub mod metrics;
-pub mod record;

@@ -4,7 +4,7 @@
 use crate::config::Secret;
 use crate::governance::adaptive::AdaptivePolicy;
 use crate::governance::budget::{BudgetLimits, LocalBudget};
-use crate::governance::caps::CapPolicy;
+use crate::governance::caps::{CapPolicy, OnExceed};
 use crate::routing::state::{DeploymentState, RoutingPolicy};
 use http::HeaderValue;
 use std::collections::HashMap;
@@ -126,13 +126,6 @@ impl CapOverrides {
             on_exceed: self.on_exceed.unwrap_or(base.on_exceed),
         }
     }
-}
-
-/// What to do when a request asks for more output than the cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnExceed {
-    Clamp,
-    Reject,
 }
 
 /// Output-token governance.

@@ -2,8 +2,14 @@
 //! flag and the policy, and the edits that make every limit field say the same value.
 
 use super::body::{Edits, JsonBody};
-use crate::config::OnExceed;
-use crate::proxy::route::Operation;
+use crate::api::Operation;
+
+/// What to do when a request asks for more output than the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExceed {
+    Clamp,
+    Reject,
+}
 
 /// The caps in force for one request (global, model and tenant settings already merged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

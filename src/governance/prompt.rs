@@ -2,7 +2,7 @@
 //! real o200k_base tokenizer (`tokens`).
 
 use super::tokens;
-use crate::proxy::route::Operation;
+use crate::api::Operation;
 
 /// Prompt tokens in `prompt_json` (the `messages`, `input` or `prompt` value). A prompt that
 /// cannot be read is estimated at 4 bytes per token rather than refused: the upstream

@@ -5,7 +5,7 @@
 use super::ctx::RequestCtx;
 use super::read_body::{read_whole_body, ReadBodyError};
 use super::reply::Reply;
-use super::route::{classify, presented_key, Shape};
+use crate::api::{classify, presented_key, Shape};
 use crate::governance::body::JsonBody;
 use crate::governance::budget::{BudgetStore, OverBudget};
 use crate::governance::{caps, prompt};

@@ -1,8 +1,8 @@
 //! The per-request context: what the phases learn about a request and hand to the next.
 
 use super::attempt::Attempt;
-use super::route::Route;
 use super::usage::{JsonUsage, Usage};
+use crate::api::Route;
 use crate::config::{Config, Deployment, Model, Tenant};
 use crate::governance::body::JsonBody;
 use crate::governance::budget::Remaining;

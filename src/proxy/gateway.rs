@@ -86,7 +86,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if session.req_header().uri.path() == HEALTH_PATH {
             ctx.probe = true;
-            super::reply::health(session, crate::admin::not_ready_reason(&self.shared)).await?;
+            super::reply::health(session, self.shared.not_ready_reason()).await?;
             return Ok(true);
         }
         match admit(session, ctx).await {
@@ -260,7 +260,7 @@ impl ProxyHttp for Gateway {
         super::finish::settle(ctx);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let downstream = session.as_ref();
-        crate::telemetry::record::request_done(
+        super::record::request_done(
             &self.shared,
             ctx,
             status,

@@ -3,7 +3,7 @@
 
 use super::attempt::Attempt;
 use super::ctx::RequestCtx;
-use super::route::Shape;
+use crate::api::Shape;
 use crate::config::Deployment;
 use crate::governance::body::Edits;
 use crate::governance::{caps, stream_options};
@@ -128,8 +128,8 @@ fn attempt_body(ctx: &mut RequestCtx, adaptive: bool, deployment: &Deployment) -
 /// Whether the gateway may add `stream_options.include_usage` to this request: chat and
 /// text completions on the v1 path, or on a dated path whose api-version has the field
 /// (2024-09-01-preview and later; older versions may reject it).
-fn wants_usage_option(route: &super::route::Route, api_version: Option<&str>) -> bool {
-    use super::route::Operation::{ChatCompletions, Completions};
+fn wants_usage_option(route: &crate::api::Route, api_version: Option<&str>) -> bool {
+    use crate::api::Operation::{ChatCompletions, Completions};
     matches!(route.operation, ChatCompletions | Completions)
         && match route.shape {
             Shape::V1 => true,

@@ -7,7 +7,7 @@ use crate::config::runtime::*;
 use crate::config::Secret;
 use crate::governance::adaptive::AdaptivePolicy;
 use crate::governance::budget::{BudgetLimits, LocalBudget};
-use crate::governance::caps::CapPolicy;
+use crate::governance::caps::{CapPolicy, OnExceed};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

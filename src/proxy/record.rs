@@ -1,4 +1,6 @@
 //! Reports one finished request: the access log line and the metrics, from the same facts.
+//! It lives with the proxy because it reads the request context; `telemetry` below it only
+//! provides the metric families and the log writer.
 //!
 //! Access log fields (stable; documented in the README): `ts`, `request_id`, `tenant`,
 //! `model`, `operation`, `stream`, `status`, `requested_max_tokens`, `max_tokens`,
@@ -7,7 +9,7 @@
 //! `total_tokens`, `usage_estimated`, `ttft_ms`, `tbt_mean_ms`, `tbt_p95_ms`, `finish_reason`,
 //! `stream_complete`, `duration_ms`, `overhead_ms`, `bytes_in`, `bytes_out`, `error`.
 
-use crate::proxy::ctx::RequestCtx;
+use super::ctx::RequestCtx;
 use crate::shared::Shared;
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 
