@@ -3,10 +3,10 @@
 
 use crate::admin::Admin;
 use crate::config::Loaded;
+use crate::ops::health::HealthChecker;
 use crate::ops::reload::Reloader;
 use crate::ops::signals::DrainingSignals;
 use crate::proxy::Gateway;
-use crate::routing::health::HealthChecker;
 use crate::shared::Shared;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::Opt;

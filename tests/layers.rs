@@ -25,8 +25,6 @@ const KNOWN: &[(&str, &str)] = &[
     // Pools and deployments are defined in config's runtime form (they carry the secret key
     // type), and routing reads them; config in turn holds routing's live state.
     ("routing", "config"),
-    // The health checker is a background task over the live config; it belongs in `ops`.
-    ("routing", "shared"),
 ];
 
 fn layer(module: &str) -> Option<usize> {

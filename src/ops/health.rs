@@ -4,8 +4,8 @@
 //! One task over the live config, because Pingora cannot add services after start and pools
 //! change on reload.
 
-use super::resolve;
 use crate::config::Deployment;
+use crate::routing::resolve;
 use crate::shared::Shared;
 use async_trait::async_trait;
 use pingora::lb::health_check::{HealthCheck, TcpHealthCheck};
