@@ -236,3 +236,36 @@ async fn metering_can_be_turned_off() {
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_is_settled_once() {
+    // The deployment's admitted-token window ends up holding what the stream really used:
+    // released once (not also given back when the client left, which used to empty it).
+    let path = log_path("gone");
+    let (sim, gw) = setup(&path).await;
+    sim.set_tbt(Duration::from_millis(20));
+    sim.set_natural_tokens(500);
+    let resp = stream(&gw, "gone-1", r#""stream":true"#).await;
+    let mut body = resp.into_body();
+    let mut seen = 0;
+    while seen < 5 {
+        let frame = http_body_util::BodyExt::frame(&mut body).await;
+        let data = frame.expect("the stream goes on").expect("a frame");
+        if data
+            .data_ref()
+            .is_some_and(|d| d.windows(3).any(|w| w == b"tok"))
+        {
+            seen += 1;
+        }
+    }
+    drop(body);
+    let line = log_line(&path, "gone-1").await;
+    assert_eq!(line["stream_complete"], false, "{line}");
+    assert_eq!(line["usage_estimated"], true, "{line}");
+    let used = line["total_tokens"].as_u64().expect("tokens counted");
+    assert!(used > 0);
+    let status = call("GET", &gw.admin_url("/status"), &[], "").await.json();
+    let d = &status["pools"][0]["deployments"][0];
+    assert_eq!(d["inflight"], 0, "{d}");
+    assert_eq!(d["admitted_tokens_last_minute"], used, "{d}");
+}
