@@ -248,11 +248,10 @@ async fn tenant_over_budget_gets_a_truthful_retry_after_and_recovers() {
         2,
         "the refused request never went upstream"
     );
-    // Truthful: waiting what it says is enough (give 5% for clock granularity), and less is not.
-    tokio::time::sleep(Duration::from_millis(wait_ms * 95 / 100)).await;
-    assert_eq!(post_json(&url, TENANT_KEY, body.clone()).await.status, 429);
-    tokio::time::sleep(Duration::from_millis(wait_ms / 10 + 20)).await;
-    assert_eq!(post_json(&url, TENANT_KEY, body).await.status, 200);
+    // That the wait is truthful (enough, and less is not) is the budget's own unit test on
+    // tokio's paused clock (governance::budget::tests), instead of sleeping it out here; what
+    // this test adds is that the gateway passes the wait on whole and consistent.
+    assert!(wait_ms > 0 && wait_ms <= 60_000, "{wait_ms}");
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ mod support;
 
 use spillway_sim::{Fault, SimHandle, SimMode};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::client::{call, frames, post_json, send};
 use support::*;
 
@@ -37,17 +37,17 @@ async fn status(gw: &Gateway) -> serde_json::Value {
 
 /// Waits until the gateway reports a reload whose result is `result`, or a new config hash.
 async fn wait_reload(gw: &Gateway, result: &str, old_hash: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = status(gw).await;
-        let done = s["last_reload"]["result"] == result
-            && (result != "ok" || s["config_hash"].as_str() != Some(old_hash));
-        if done {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "no {result} reload: {s}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        &format!("a reload with result {result}"),
+        Duration::from_secs(10),
+        async || {
+            let s = status(gw).await;
+            let done = s["last_reload"]["result"] == result
+                && (result != "ok" || s["config_hash"].as_str() != Some(old_hash));
+            done.then_some(s)
+        },
+    )
+    .await
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ mod support;
 
 use futures::future::join_all;
 use spillway_sim::{Fault, SimHandle, SimMode};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::client::{call, post_json, send, sse_data};
 use support::*;
 
@@ -194,15 +194,15 @@ async fn a_refusing_region_is_skipped_marked_unhealthy_and_comes_back() {
     assert!(r.ptu.requests().is_empty());
     // Heal: the active check sees it (even though the passive ejection would last a minute).
     r.ptu.set_fault(Fault::None);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let st = r.deployment_status("eastus-ptu").await;
-        if st["healthy"] == true && st["ejected_ms"] == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "PTU never came back: {st}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "the PTU healthy again",
+        Duration::from_secs(5),
+        async || {
+            let st = r.deployment_status("eastus-ptu").await;
+            st["healthy"] == true && st["ejected_ms"] == 0
+        },
+    )
+    .await;
     assert_eq!(
         ask(&r, chat_body("")).await.header("x-ms-deployment-name"),
         Some("eastus-ptu")
@@ -379,14 +379,12 @@ async fn clients_hanging_up_neither_eject_a_deployment_nor_cause_replays() {
         conn.write_all(head.as_bytes()).await.unwrap();
         // Hang up once the request is with the PTU.
         let n = r.ptu.requests().len();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while r.ptu.requests().len() == n {
-            assert!(
-                Instant::now() < deadline,
-                "the request never reached the PTU"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_until(
+            "the request to reach the PTU",
+            Duration::from_secs(5),
+            async || r.ptu.requests().len() > n,
+        )
+        .await;
         drop(conn);
     }
     r.ptu.set_ttft(Duration::from_millis(1));

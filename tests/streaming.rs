@@ -25,18 +25,16 @@ fn log_path(name: &str) -> std::path::PathBuf {
 
 /// Waits for the access log line of `request_id` (written by the log's own thread).
 async fn log_line(path: &std::path::Path, request_id: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains(request_id)) {
-            return serde_json::from_str(line).expect("a JSON line");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no access log line for {request_id} in {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(
+        &format!("the access log line of {request_id}"),
+        Duration::from_secs(5),
+        async || {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let line = text.lines().find(|l| l.contains(request_id))?;
+            Some(serde_json::from_str(line).expect("a JSON line"))
+        },
+    )
+    .await
 }
 
 fn stream_request(rid: &str) -> Vec<(&'static str, String)> {

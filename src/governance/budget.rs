@@ -186,7 +186,12 @@ mod tests {
         // 2000 missing at 100 tokens/s.
         assert_eq!(what, "tokens");
         assert_eq!(wait, Duration::from_secs(20));
-        tokio::time::advance(wait).await;
+        tokio::time::advance(wait - Duration::from_millis(500)).await;
+        assert!(
+            b.admit(LIMITS, 3000, Instant::now()).is_err(),
+            "less than the wait is not enough"
+        );
+        tokio::time::advance(Duration::from_millis(500)).await;
         assert!(b.admit(LIMITS, 3000, Instant::now()).is_ok());
     }
 

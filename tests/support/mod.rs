@@ -135,20 +135,15 @@ impl Gateway {
         gw
     }
 
-    /// Waits for the listeners to be bound: polls until they accept, bounded in time.
+    /// Waits for the listeners to be bound.
     async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
         for target in [self.admin, self.addr] {
-            loop {
-                if tokio::net::TcpStream::connect(target).await.is_ok() {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "gateway did not start listening on {target}"
-                );
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            wait_until(
+                &format!("the gateway listening on {target}"),
+                Duration::from_secs(10),
+                async || tokio::net::TcpStream::connect(target).await.is_ok(),
+            )
+            .await;
         }
     }
 
@@ -171,6 +166,29 @@ impl Drop for Gateway {
             e.stop();
         }
     }
+}
+
+/// Waits until `probe` answers, polling it, and returns the answer: the one way a test
+/// waits for something that happens in another task, thread or process. `limit` only bounds
+/// a test that would otherwise hang; no test relies on its length.
+pub async fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(answer) = probe().await {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`wait_for`] a condition.
+pub async fn wait_until(what: &str, limit: Duration, mut ok: impl AsyncFnMut() -> bool) {
+    wait_for(what, limit, async || ok().await.then_some(())).await
 }
 
 /// The dated chat completions path for `alias`.

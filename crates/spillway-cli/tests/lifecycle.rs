@@ -83,14 +83,6 @@ fn no_pool_client() -> support::client::HttpClient {
         .build_http()
 }
 
-async fn wait_until(what: &str, limit: Duration, mut ok: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[derive(Default)]
 struct Load {
     ok: AtomicU64,
