@@ -28,12 +28,7 @@ pub fn request_done(
 ) {
     let m = &shared.metrics;
     let cfg = &ctx.config;
-    let model = ctx
-        .route
-        .as_ref()
-        .and_then(|r| r.alias.as_deref())
-        .filter(|a| cfg.model(a).is_some())
-        .unwrap_or("-");
+    let model = ctx.model().map_or("-", |m| m.name.as_str());
     let tenant = ctx.tenant.as_ref().map_or("-", |t| t.name.as_str());
     let served = ctx.current();
     let (pool, deployment, region) = served.map_or(("-", "-", "-"), |a| {
