@@ -2,7 +2,7 @@
 //! body, apply the caps and charge the tenant's budget. Anything wrong ends here with an
 //! Azure-shaped answer, before any upstream work.
 
-use super::ctx::RequestCtx;
+use super::ctx::{Admission, RequestBody, RequestCtx};
 use super::read_body::{read_whole_body, ReadBodyError};
 use super::reply::Reply;
 use crate::api::{classify, presented_key, Shape};
@@ -55,8 +55,8 @@ fn is_json(content_type: Option<&[u8]>) -> bool {
         || (mime.len() > 5 && mime[mime.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 
-/// Admits a request or says why not. On `Ok` the context holds route, tenant, model, body,
-/// caps and the budget charge.
+/// Admits a request or says why not. On `Ok` the context holds its `Admission`; on `Err`
+/// it holds what was learnt before the refusal (the tenant, the caps), for the log.
 pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Reply> {
     ctx.request_id = request_id(session);
     let Some(mut route) = classify(session.req_header().uri.path()) else {
@@ -90,7 +90,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Re
         ));
     }
 
-    ctx.api_version = session.req_header().uri.query().and_then(|q| {
+    let api_version = session.req_header().uri.query().and_then(|q| {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("api-version="))
             .map(str::to_string)
@@ -114,10 +114,9 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Re
                 .ok_or_else(|| Reply::bad_request("`model` is required on /openai/v1 paths"))?;
             route.alias = Some(model.clone());
         }
-        Some(body)
+        RequestBody::Parsed(body)
     } else {
-        ctx.body_out = (!raw.is_empty()).then_some(raw);
-        None
+        RequestBody::Raw((!raw.is_empty()).then_some(raw))
     };
 
     let config = ctx.config.clone();
@@ -127,37 +126,41 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Re
         .ok_or_else(|| Reply::unknown_model(alias))?
         .clone();
 
-    let mut estimate = 0;
-    if let Some(body) = &body {
+    let (mut estimate, mut prompt_tokens, mut policy) = (0, 0, None);
+    if let RequestBody::Parsed(body) = &body {
         if route.operation.is_generation() {
-            let policy = config.governance.policy(&model, &tenant);
-            let capped = caps::decide(body, &policy, None).map_err(|e| Reply::bad_request(e.0))?;
+            let p = config.governance.policy(&model, &tenant);
+            let capped = caps::decide(body, &p, None).map_err(|e| Reply::bad_request(e.0))?;
             // The tokenizer is the costliest step of admission: run it only where its count
             // decides something (a token budget, or a capacity to predict utilization from).
             let exact = tenant.limits.tokens_per_minute.is_some() || config.predicts(&model);
-            ctx.prompt_tokens = body.prompt_json().map_or(0, |p| {
+            prompt_tokens = body.prompt_json().map_or(0, |p| {
                 if exact {
                     u64::from(prompt::count_prompt(route.operation, p))
                 } else {
                     prompt::estimate(p)
                 }
             });
-            estimate = ctx.prompt_tokens + capped.total_output;
-            ctx.policy = Some(policy);
-            ctx.capped = Some(capped);
+            estimate = prompt_tokens + capped.total_output;
+            policy = Some(p);
+            // Kept even if the budget refuses the request: the log shows what was asked.
+            ctx.upstream.capped = Some(capped);
         }
     }
-    match tenant.budget.admit(tenant.limits, estimate, Instant::now()) {
-        Ok(remaining) => {
-            ctx.remaining = remaining;
-            ctx.charged = Some(estimate);
-        }
-        Err(over) => return Err(over_budget(over)),
-    }
-
-    ctx.body = body;
-    ctx.route = Some(route);
-    ctx.model = Some(model);
+    let remaining = tenant
+        .budget
+        .admit(tenant.limits, estimate, Instant::now())
+        .map_err(over_budget)?;
+    ctx.admission = Some(Admission {
+        route,
+        model,
+        api_version,
+        body,
+        policy,
+        prompt_tokens,
+        charged: Some(estimate),
+        remaining,
+    });
     Ok(())
 }
 

@@ -17,8 +17,8 @@ pub fn watch_response(resp: &ResponseHeader, ctx: &mut RequestCtx) {
         .get(http::header::CONTENT_TYPE)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    ctx.tap = if ct.starts_with(b"text/event-stream") && ctx.config.meter_streams {
-        Tap::Sse(Box::new(SseTap::new(ctx.strip_usage)))
+    ctx.served.tap = if ct.starts_with(b"text/event-stream") && ctx.config.meter_streams {
+        Tap::Sse(Box::new(SseTap::new(ctx.upstream.strip_usage)))
     } else if resp.status.is_success() && ct.starts_with(b"application/json") {
         Tap::Json(JsonUsage::default())
     } else {
@@ -29,7 +29,7 @@ pub fn watch_response(resp: &ResponseHeader, ctx: &mut RequestCtx) {
 /// Sees each response chunk as it is forwarded; a stream's usage chunk may be removed here.
 pub fn observe_body(body: &mut Option<Bytes>, end: bool, ctx: &mut RequestCtx) {
     let now = Instant::now();
-    match &mut ctx.tap {
+    match &mut ctx.served.tap {
         Tap::None => {}
         Tap::Json(u) => {
             if let Some(chunk) = body.as_ref() {
@@ -45,24 +45,26 @@ pub fn observe_body(body: &mut Option<Bytes>, end: bool, ctx: &mut RequestCtx) {
 
 /// Collects what the response reported once it ended (or was cut).
 pub fn finish_response(ctx: &mut RequestCtx, now: Instant) {
-    if ctx.finished.is_some() {
+    let served = &mut ctx.served;
+    if served.finished.is_some() {
         return;
     }
-    ctx.finished = Some(now);
-    match std::mem::take(&mut ctx.tap) {
+    served.finished = Some(now);
+    match std::mem::take(&mut served.tap) {
         Tap::None => {}
-        Tap::Json(mut u) => ctx.usage = u.finish(),
+        Tap::Json(mut u) => served.usage = u.finish(),
         Tap::Sse(tap) => {
             let summary = tap.summary(ctx.started);
-            ctx.usage = summary.usage.or_else(|| {
+            let prompt = ctx.admission.as_ref().map_or(0, |a| a.prompt_tokens);
+            served.usage = summary.usage.or_else(|| {
                 // A cut stream: count what was streamed, marked as estimated in the log.
                 Some(crate::stream::Usage {
-                    prompt_tokens: ctx.prompt_tokens,
+                    prompt_tokens: prompt,
                     completion_tokens: summary.content_deltas,
-                    total_tokens: ctx.prompt_tokens + summary.content_deltas,
+                    total_tokens: prompt + summary.content_deltas,
                 })
             });
-            ctx.stream = Some(summary);
+            served.stream = Some(summary);
         }
     }
 }
@@ -70,26 +72,28 @@ pub fn finish_response(ctx: &mut RequestCtx, now: Instant) {
 /// Replaces the admission estimates by the real usage (the tenant's charge and the served
 /// attempt's hold, each exactly once), and records the output rate.
 pub fn settle(ctx: &mut RequestCtx) {
-    if ctx.finished.is_none() && !matches!(ctx.tap, Tap::None) {
+    if ctx.served.finished.is_none() && !matches!(ctx.served.tap, Tap::None) {
         // The client or upstream went away mid-body: take what was seen.
         finish_response(ctx, Instant::now());
     }
     let now = tokio::time::Instant::now();
-    let actual = ctx
+    let served = &ctx.served;
+    let actual = served
         .usage
         .map(|u| u.total_tokens.max(u.prompt_tokens + u.completion_tokens));
-    if let (Some(tenant), Some(charged)) = (&ctx.tenant, ctx.charged.take()) {
+    let charged = ctx.admission.as_mut().and_then(|a| a.charged.take());
+    if let (Some(tenant), Some(charged)) = (&ctx.tenant, charged) {
         // Without usage (an error before any output) the estimate stands: an upper bound.
         if let Some(actual) = actual {
             tenant.budget.settle(tenant.limits, charged, actual, now);
         }
     }
     let (usage, finished, complete) = (
-        ctx.usage,
-        ctx.finished,
-        ctx.stream.as_ref().is_none_or(|st| st.done_seen),
+        served.usage,
+        served.finished,
+        served.stream.as_ref().is_none_or(|st| st.done_seen),
     );
-    let Some(a) = ctx.attempts.last_mut() else {
+    let Some(a) = ctx.upstream.attempts.last_mut() else {
         return;
     };
     a.settle(actual);

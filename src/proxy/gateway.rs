@@ -132,7 +132,7 @@ impl ProxyHttp for Gateway {
         // The body was read in request_filter; Pingora hands us only the retry buffer's tail
         // (see read_body.rs), which is replaced by the whole body for this attempt.
         if end_of_stream {
-            if let Some(full) = &ctx.attempt_body {
+            if let Some(full) = &ctx.upstream.body {
                 *body = Some(full.clone());
             }
         } else if body.is_some() {
@@ -235,7 +235,7 @@ impl ProxyHttp for Gateway {
                 .with_header("retry-after-ms", ms.to_string())
                 .with_header("retry-after", ms.div_ceil(1000).to_string())
             }
-            _ => failure_reply(e, ctx.attempts.len()),
+            _ => failure_reply(e, ctx.upstream.attempts.len()),
         };
         let code = if session.response_written().is_some() {
             // Mid-response: the client connection is all that can be closed.

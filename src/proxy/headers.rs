@@ -48,7 +48,7 @@ fn add_annotations(h: &mut HeaderMap, ctx: &RequestCtx) {
     if let Some(a) = ctx.current() {
         h.insert(X_MS_DEPLOYMENT_NAME, a.deployment.wire.name.clone());
         h.insert(X_SPILLWAY_REGION, a.deployment.wire.region.clone());
-        let n = ctx.attempts.len();
+        let n = ctx.upstream.attempts.len();
         h.insert(
             X_SPILLWAY_ATTEMPTS,
             DIGITS.get(n).cloned().unwrap_or_else(|| n.into()),
@@ -67,7 +67,7 @@ fn add_annotations(h: &mut HeaderMap, ctx: &RequestCtx) {
             }
         }
     }
-    if let Some(c) = &ctx.capped {
+    if let Some(c) = &ctx.upstream.capped {
         h.insert(X_SPILLWAY_MAX_TOKENS, c.applied.into());
         h.insert(
             X_SPILLWAY_REQUESTED,
@@ -78,10 +78,11 @@ fn add_annotations(h: &mut HeaderMap, ctx: &RequestCtx) {
     }
     // The tenant's own budget is what its client should pace itself by, not the shared
     // deployment quota the upstream reports.
-    if let Some(t) = ctx.remaining.tokens {
+    let remaining = ctx.admission.as_ref().map(|a| a.remaining);
+    if let Some(t) = remaining.and_then(|r| r.tokens) {
         h.insert(X_RATELIMIT_REMAINING_TOKENS, t.into());
     }
-    if let Some(r) = ctx.remaining.requests {
+    if let Some(r) = remaining.and_then(|r| r.requests) {
         h.insert(X_RATELIMIT_REMAINING_REQUESTS, r.into());
     }
 }

@@ -38,7 +38,7 @@ pub fn request_done(
             a.deployment.region.as_str(),
         )
     });
-    let stream = ctx.body.as_ref().is_some_and(|b| b.stream);
+    let stream = ctx.streaming();
     let duration = ctx.started.elapsed();
     let status_s = status.to_string();
     m.requests
@@ -61,7 +61,7 @@ pub fn request_done(
     if matches!(status, 408 | 429) {
         m.throttles.with_label_values(&["client", &status_s]).inc();
     }
-    for (i, a) in ctx.attempts.iter().enumerate() {
+    for (i, a) in ctx.upstream.attempts.iter().enumerate() {
         let s = a.status().to_string();
         let p = cfg.pools[a.pool].name.as_str();
         m.attempts
@@ -76,7 +76,7 @@ pub fn request_done(
         if matches!(a.status(), 408 | 429) {
             m.throttles.with_label_values(&["upstream", &s]).inc();
         }
-        if i + 1 < ctx.attempts.len() {
+        if i + 1 < ctx.upstream.attempts.len() {
             let reason = if a.status() != 0 {
                 s.as_str()
             } else {
@@ -95,7 +95,7 @@ pub fn request_done(
         }
         _ => None,
     };
-    if let (Some(u), Some(_)) = (ctx.usage, served) {
+    if let (Some(u), Some(_)) = (ctx.served.usage, served) {
         let l = [model, tenant, pool, deployment];
         m.prompt_tokens
             .with_label_values(&l)
@@ -104,7 +104,7 @@ pub fn request_done(
             .with_label_values(&l)
             .inc_by(u.completion_tokens);
     }
-    if let Some(st) = &ctx.stream {
+    if let Some(st) = &ctx.served.stream {
         if let Some(t) = st.ttft {
             m.ttft
                 .with_label_values(&[model, pool])
@@ -123,26 +123,27 @@ pub fn request_done(
     if *shared.access_log.sink() == crate::telemetry::access::Sink::Off {
         return;
     }
-    let st = ctx.stream.as_ref();
+    let st = ctx.served.stream.as_ref();
+    let route = ctx.admission.as_ref().map(|a| &a.route);
     let line = AccessLine {
         ts: jiff::Timestamp::now(),
         request_id: ctx.request_id(),
         tenant: ctx.tenant.as_ref().map(|t| t.name.as_str()),
-        model: ctx.route.as_ref().and_then(|r| r.alias.as_deref()),
-        operation: ctx.route.as_ref().map(|r| r.operation.as_str()),
+        model: route.and_then(|r| r.alias.as_deref()),
+        operation: route.map(|r| r.operation.as_str()),
         stream,
         status,
-        requested_max_tokens: ctx.capped.as_ref().and_then(|c| c.requested),
-        max_tokens: ctx.capped.as_ref().map(|c| c.applied),
-        cap_reason: ctx.capped.as_ref().map(|c| c.reason.as_str()),
+        requested_max_tokens: ctx.upstream.capped.as_ref().and_then(|c| c.requested),
+        max_tokens: ctx.upstream.capped.as_ref().map(|c| c.applied),
+        cap_reason: ctx.upstream.capped.as_ref().map(|c| c.reason.as_str()),
         deployment: served.map(|a| a.deployment.name.as_str()),
         region: served.map(|a| a.deployment.region.as_str()),
         pool: served.map(|a| cfg.pools[a.pool].name.as_str()),
         spillover: spillover.as_deref(),
         attempts: Attempts(ctx),
-        prompt_tokens: ctx.usage.map(|u| u.prompt_tokens),
-        completion_tokens: ctx.usage.map(|u| u.completion_tokens),
-        total_tokens: ctx.usage.map(|u| u.total_tokens),
+        prompt_tokens: ctx.served.usage.map(|u| u.prompt_tokens),
+        completion_tokens: ctx.served.usage.map(|u| u.completion_tokens),
+        total_tokens: ctx.served.usage.map(|u| u.total_tokens),
         usage_estimated: st.map(|s| s.usage_estimated),
         ttft_ms: st.and_then(|s| s.ttft).map(ms),
         tbt_mean_ms: st.and_then(|s| s.tbt_mean).map(ms),
@@ -223,8 +224,8 @@ struct AttemptLine<'a> {
 impl Serialize for Attempts<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let ctx = self.0;
-        let mut seq = s.serialize_seq(Some(ctx.attempts.len()))?;
-        for a in &ctx.attempts {
+        let mut seq = s.serialize_seq(Some(ctx.upstream.attempts.len()))?;
+        for a in &ctx.upstream.attempts {
             seq.serialize_element(&AttemptLine {
                 deployment: &a.deployment.name,
                 region: &a.deployment.region,

@@ -28,7 +28,7 @@ impl std::error::Error for Replay {}
 /// The deployment found is kept for the next `upstream_peer`.
 pub fn may_replay(shared: &Shared, ctx: &mut RequestCtx, now: Instant) -> bool {
     let config = ctx.config.clone();
-    if ctx.attempts.len() as u32 >= config.retry.max_attempts {
+    if ctx.upstream.attempts.len() as u32 >= config.retry.max_attempts {
         return false;
     }
     let Some(model) = ctx.model() else {
@@ -51,7 +51,7 @@ pub fn may_replay(shared: &Shared, ctx: &mut RequestCtx, now: Instant) -> bool {
     {
         return false;
     }
-    ctx.next = Some(choice);
+    ctx.upstream.next = Some(choice);
     true
 }
 
@@ -64,13 +64,13 @@ pub fn on_response(
 ) -> pingora::Result<()> {
     let now = Instant::now();
     let config = ctx.config.clone();
-    let Some(attempt) = ctx.attempts.last_mut() else {
+    let Some(attempt) = ctx.upstream.attempts.last_mut() else {
         return Ok(());
     };
     if !attempt.on_response(resp, &config, now) || !may_replay(shared, ctx, now) {
         return Ok(());
     }
-    if let Some(a) = ctx.attempts.last_mut() {
+    if let Some(a) = ctx.upstream.attempts.last_mut() {
         a.replayed();
     }
     let status = resp.status.as_u16();
@@ -87,7 +87,7 @@ pub fn on_response(
 pub fn after_connect_failure(shared: &Shared, ctx: &mut RequestCtx) -> bool {
     let now = Instant::now();
     let policy = ctx.config.routing;
-    if let Some(a) = ctx.attempts.last_mut() {
+    if let Some(a) = ctx.upstream.attempts.last_mut() {
         a.connect_failed(&policy, now);
     }
     // Nothing reached the upstream: another deployment may take it.
@@ -110,7 +110,7 @@ pub fn after_error(
     }
     let now = Instant::now();
     let policy = ctx.config.routing;
-    let Some(a) = ctx.attempts.last_mut() else {
+    let Some(a) = ctx.upstream.attempts.last_mut() else {
         return false;
     };
     if e.esource() == &ErrorSource::Downstream {
@@ -130,7 +130,7 @@ pub fn after_error(
     // that already reached the client makes a retry unsafe.
     let retry = !answered && may_replay(shared, ctx, now);
     if retry {
-        if let Some(a) = ctx.attempts.last_mut() {
+        if let Some(a) = ctx.upstream.attempts.last_mut() {
             a.release();
         }
     }

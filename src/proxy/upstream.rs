@@ -2,7 +2,7 @@
 //! header rewrite (path, host, key).
 
 use super::attempt::Attempt;
-use super::ctx::RequestCtx;
+use super::ctx::{RequestBody, RequestCtx};
 use crate::api::Shape;
 use crate::config::Deployment;
 use crate::governance::body::Edits;
@@ -10,7 +10,6 @@ use crate::governance::{caps, stream_options};
 use crate::routing::resolve;
 use crate::routing::select::{choose, NoChoice};
 use crate::shared::Shared;
-use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::{Error, ErrorType, Result};
@@ -24,11 +23,11 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
     let config = ctx.config.clone();
     let now = tokio::time::Instant::now();
-    let Some(model) = ctx.model.clone() else {
-        return Error::e_explain(ErrorType::HTTPStatus(404), "unknown model");
+    let Some(model) = ctx.admission.as_ref().map(|a| a.model.clone()) else {
+        return Error::e_explain(ErrorType::InternalError, "request not admitted");
     };
     let spin = shared.spin();
-    let choice = match ctx.next.take() {
+    let choice = match ctx.upstream.next.take() {
         Some(choice) => choice,
         None => choose(
             &config,
@@ -52,9 +51,11 @@ pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<Http
         })?,
     };
     let deployment = choice.deployment.clone();
-    ctx.attempt_body = attempt_body(ctx, model.adaptive_sync_cap, &deployment);
-    let admitted = ctx.prompt_tokens + ctx.capped.as_ref().map_or(0, |c| c.total_output);
-    ctx.attempts.push(Attempt::start(choice, admitted, now));
+    let prompt_tokens = prepare_body(ctx, model.adaptive_sync_cap, &deployment);
+    let admitted = prompt_tokens + ctx.upstream.capped.as_ref().map_or(0, |c| c.total_output);
+    ctx.upstream
+        .attempts
+        .push(Attempt::start(choice, admitted, now));
     let addr = resolve::address(&deployment.endpoint, &deployment.state, spin)
         .await
         .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e.to_string()))?;
@@ -67,7 +68,7 @@ pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<Http
         deployment.endpoint.host.clone(),
     );
     let t = &config.timeouts;
-    let streaming = ctx.body.as_ref().is_some_and(|b| b.stream);
+    let streaming = ctx.streaming();
     peer.options.connection_timeout = Some(t.connect);
     peer.options.total_connection_timeout = Some(t.connect * 2);
     // A synchronous completion sends nothing until it is done, so its read timeout is the
@@ -82,47 +83,55 @@ pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<Http
     Ok(Box::new(peer))
 }
 
-/// The body for an attempt on `deployment`: the client's body with the caps applied (the
-/// adaptive cap depends on the deployment's measured rate) and, for the v1 shape, `model`
-/// set to the upstream deployment name. Bodies that are not parsed go out unchanged.
-fn attempt_body(ctx: &mut RequestCtx, adaptive: bool, deployment: &Deployment) -> Option<Bytes> {
-    let Some(body) = &ctx.body else {
-        return ctx.body_out.clone();
+/// Sets the body for an attempt on `deployment`: the client's body with the caps applied
+/// (the adaptive cap depends on the deployment's measured rate) and, for the v1 shape,
+/// `model` set to the upstream deployment name. Bodies that are not parsed go out
+/// unchanged. Returns the admitted prompt tokens.
+fn prepare_body(ctx: &mut RequestCtx, adaptive: bool, deployment: &Deployment) -> u64 {
+    let Some(admission) = &ctx.admission else {
+        return 0;
     };
-    let route = ctx.route.as_ref()?;
-    let mut edits = Edits::default();
-    if let Some(policy) = &ctx.policy {
-        let adaptive_cap = (adaptive && !body.stream)
-            .then(|| {
-                ctx.config
-                    .governance
-                    .adaptive
-                    .cap_for(&deployment.state.rate, tokio::time::Instant::now())
-            })
-            .flatten();
-        // Admission already checked the static caps; an adaptive cap only lowers the limit.
-        if let Ok(capped) = caps::decide(body, policy, adaptive_cap) {
-            caps::edits(body, route.operation, &capped, &mut edits);
-            ctx.capped = Some(capped);
-        }
-    }
-    if body.stream
-        && ctx.config.meter_streams
-        && wants_usage_option(route, ctx.api_version.as_deref())
-    {
-        ctx.strip_usage = stream_options::ask_for_usage(body, &mut edits);
-    }
-    if route.shape == Shape::V1 {
-        if let Some((span, current)) = &body.model {
-            if *current != deployment.deployment {
-                edits.replace(
-                    span.clone(),
-                    serde_json::to_string(&deployment.deployment).ok()?,
-                );
+    let up = &mut ctx.upstream;
+    up.body = match &admission.body {
+        RequestBody::Raw(raw) => raw.clone(),
+        RequestBody::Parsed(body) => {
+            let mut edits = Edits::default();
+            if let Some(policy) = &admission.policy {
+                let adaptive_cap = (adaptive && !body.stream)
+                    .then(|| {
+                        ctx.config
+                            .governance
+                            .adaptive
+                            .cap_for(&deployment.state.rate, tokio::time::Instant::now())
+                    })
+                    .flatten();
+                // Admission already checked the static caps; an adaptive cap only lowers
+                // the limit.
+                if let Ok(capped) = caps::decide(body, policy, adaptive_cap) {
+                    caps::edits(body, admission.route.operation, &capped, &mut edits);
+                    up.capped = Some(capped);
+                }
             }
+            if body.stream
+                && ctx.config.meter_streams
+                && wants_usage_option(&admission.route, admission.api_version.as_deref())
+            {
+                up.strip_usage = stream_options::ask_for_usage(body, &mut edits);
+            }
+            if admission.route.shape == Shape::V1 {
+                if let Some((span, current)) = &body.model {
+                    if *current != deployment.deployment {
+                        // A JSON string of a config value: serialising it cannot fail.
+                        let name =
+                            serde_json::to_string(&deployment.deployment).unwrap_or_default();
+                        edits.replace(span.clone(), name);
+                    }
+                }
+            }
+            Some(edits.apply(body))
         }
-    }
-    Some(edits.apply(body))
+    };
+    admission.prompt_tokens
 }
 
 /// Whether the gateway may add `stream_options.include_usage` to this request: chat and
@@ -146,12 +155,16 @@ const API_KEY: http::HeaderName = http::HeaderName::from_static("api-key");
 ///
 /// It works on the plain `http` parts (see `headers::edit_plain` for why).
 pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
-    let (Some(attempt), Some(route)) = (ctx.current(), ctx.route.as_ref()) else {
+    let (Some(attempt), Some(admission)) = (ctx.current(), ctx.admission.as_ref()) else {
         return Error::e_explain(ErrorType::InternalError, "no attempt in progress");
     };
     let d = &attempt.deployment;
-    let uri = http::Uri::try_from(route.upstream_path(&d.deployment, req.uri.query()))
-        .or_else(|_| Error::e_explain(ErrorType::InternalError, "bad upstream path"))?;
+    let uri = http::Uri::try_from(
+        admission
+            .route
+            .upstream_path(&d.deployment, req.uri.query()),
+    )
+    .or_else(|_| Error::e_explain(ErrorType::InternalError, "bad upstream path"))?;
     super::headers::edit_plain_request(req, |parts| {
         parts.uri = uri;
         set_upstream_headers(&mut parts.headers, d, ctx);
@@ -166,7 +179,7 @@ fn set_upstream_headers(h: &mut http::HeaderMap, d: &Deployment, ctx: &RequestCt
     h.insert(http::header::HOST, d.wire.host.clone());
     h.remove(http::header::EXPECT);
     h.remove(http::header::TRANSFER_ENCODING);
-    match &ctx.attempt_body {
+    match &ctx.upstream.body {
         Some(body) => {
             h.insert(http::header::CONTENT_LENGTH, body.len().into());
         }
