@@ -19,14 +19,6 @@ const LAYERS: &[&[&str]] = &[
     &["app"],
 ];
 
-/// Uses that point up and are still to be turned around, each with its reason. Keep this
-/// list shrinking: a new entry needs the same justification in ARCHITECTURE.md.
-const KNOWN: &[(&str, &str)] = &[
-    // Pools and deployments are defined in config's runtime form (they carry the secret key
-    // type), and routing reads them; config in turn holds routing's live state.
-    ("routing", "config"),
-];
-
 fn layer(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
 }
@@ -88,7 +80,6 @@ fn modules_use_only_the_layers_below_them() {
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let mut wrong = Vec::new();
-    let mut known_seen = BTreeSet::new();
     for file in &files {
         let Some(module) = module_of(&src, file) else {
             continue;
@@ -104,10 +95,6 @@ fn modules_use_only_the_layers_below_them() {
                 continue;
             };
             if theirs >= own {
-                if KNOWN.contains(&(module.as_str(), used.as_str())) {
-                    known_seen.insert((module.clone(), used));
-                    continue;
-                }
                 wrong.push(format!(
                     "{}: `{module}` (layer {own}) uses `{used}` (layer {theirs})",
                     file.display()
@@ -120,12 +107,6 @@ fn modules_use_only_the_layers_below_them() {
         "uses that point up:\n{}",
         wrong.join("\n")
     );
-    for (from, to) in KNOWN {
-        assert!(
-            known_seen.contains(&(from.to_string(), to.to_string())),
-            "{from} no longer uses {to}: drop it from KNOWN"
-        );
-    }
 }
 
 #[test]

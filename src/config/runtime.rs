@@ -5,8 +5,8 @@ use crate::config::Secret;
 use crate::governance::adaptive::AdaptivePolicy;
 use crate::governance::budget::{BudgetLimits, LocalBudget};
 use crate::governance::caps::{CapPolicy, OnExceed};
-use crate::routing::state::{DeploymentState, RoutingPolicy};
-use http::HeaderValue;
+use crate::routing::state::RoutingPolicy;
+pub use crate::routing::upstreams::{Deployment, Endpoint, Pool, PoolKind, WireValues};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,84 +142,6 @@ impl Governance {
     /// The caps for a request: global, then the model's overrides, then the tenant's.
     pub fn policy(&self, model: &Model, tenant: &Tenant) -> CapPolicy {
         tenant.caps.over(model.caps.over(self.caps))
-    }
-}
-
-/// Billing model of a pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolKind {
-    Provisioned,
-    Standard,
-}
-
-impl PoolKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PoolKind::Provisioned => "provisioned",
-            PoolKind::Standard => "standard",
-        }
-    }
-}
-
-/// A group of interchangeable deployments.
-#[derive(Debug)]
-pub struct Pool {
-    pub name: String,
-    pub kind: PoolKind,
-    /// Percent of reported utilization at which the pool's deployments are avoided.
-    pub spill_at_utilization: f64,
-    pub deployments: Vec<Arc<Deployment>>,
-}
-
-/// One upstream deployment with its live state.
-#[derive(Debug)]
-pub struct Deployment {
-    pub name: String,
-    pub region: String,
-    pub endpoint: Endpoint,
-    /// The upstream deployment name that replaces the client's alias.
-    pub deployment: String,
-    pub api_key: Secret,
-    pub weight: u32,
-    pub max_inflight: Option<u32>,
-    /// Known capacity in tokens per minute, for predicted utilization.
-    pub capacity_tpm: Option<u64>,
-    /// Shared with the previous config when the same deployment survives a reload.
-    pub state: Arc<DeploymentState>,
-    pub wire: WireValues,
-}
-
-/// A deployment's header values, validated and built once per load: the request path
-/// clones them (a reference count) instead of copying and re-validating strings.
-#[derive(Debug)]
-pub struct WireValues {
-    /// `Host`: the endpoint's authority.
-    pub host: HeaderValue,
-    /// `api-key`, marked sensitive so that no debug print of a header map shows it.
-    pub api_key: HeaderValue,
-    /// `x-ms-deployment-name`: the deployment's name in this config.
-    pub name: HeaderValue,
-    /// `x-spillway-region`.
-    pub region: HeaderValue,
-}
-
-/// Where a deployment lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    /// The `Host` header value: the host, with the port when it is not the scheme's default.
-    pub authority: String,
-}
-
-impl Endpoint {
-    pub fn url(&self) -> String {
-        format!(
-            "{}://{}",
-            if self.tls { "https" } else { "http" },
-            self.authority
-        )
     }
 }
 

@@ -77,7 +77,8 @@ fn good_config_builds() {
     assert!(d.endpoint.tls);
     assert_eq!(d.endpoint.port, 443);
     assert_eq!(d.endpoint.authority, "contoso-eastus.openai.azure.com");
-    assert_eq!(d.api_key.expose(), "eastus-secret");
+    assert_eq!(d.wire.api_key.to_str().unwrap(), "eastus-secret");
+    assert!(d.wire.api_key.is_sensitive());
     let std = &c.pools[1].deployments[0];
     assert_eq!(std.endpoint.authority, "127.0.0.1:8002");
     assert_eq!(c.pools[1].spill_at_utilization, 100.0);

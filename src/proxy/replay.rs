@@ -4,7 +4,6 @@
 //! business (`attempt.rs`); this module only decides what happens next.
 
 use super::ctx::RequestCtx;
-use crate::routing::select::choose;
 use crate::shared::Shared;
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorSource, ErrorType};
@@ -34,14 +33,7 @@ pub fn may_replay(shared: &Shared, ctx: &mut RequestCtx, now: Instant) -> bool {
     let Some(model) = ctx.model() else {
         return false;
     };
-    let Ok(choice) = choose(
-        &config,
-        model,
-        |d| ctx.tried(d),
-        shared.spin(),
-        &config.routing,
-        now,
-    ) else {
+    let Ok(choice) = super::upstream::choose_next(ctx, model, shared.spin(), now) else {
         return false;
     };
     let budget = &config.retry;

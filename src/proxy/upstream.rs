@@ -4,11 +4,11 @@
 use super::attempt::Attempt;
 use super::ctx::{RequestBody, RequestCtx};
 use crate::api::Shape;
-use crate::config::Deployment;
+use crate::config::{Deployment, Model};
 use crate::governance::body::Edits;
 use crate::governance::{caps, stream_options};
 use crate::routing::resolve;
-use crate::routing::select::{choose, NoChoice};
+use crate::routing::select::{choose, Choice, NoChoice};
 use crate::shared::Shared;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
@@ -29,15 +29,7 @@ pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<Http
     let spin = shared.spin();
     let choice = match ctx.upstream.next.take() {
         Some(choice) => choice,
-        None => choose(
-            &config,
-            &model,
-            |d| ctx.tried(d),
-            spin,
-            &config.routing,
-            now,
-        )
-        .map_err(|why| {
+        None => choose_next(ctx, &model, spin, now).map_err(|why| {
             let status = if matches!(why, NoChoice::AllThrottled(_)) {
                 429
             } else {
@@ -81,6 +73,24 @@ pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<Http
     peer.options.write_timeout = Some(t.first_byte);
     peer.options.idle_timeout = Some(POOL_IDLE);
     Ok(Box::new(peer))
+}
+
+/// Chooses the deployment for the request's next attempt among those it has not tried.
+pub fn choose_next(
+    ctx: &RequestCtx,
+    model: &Model,
+    spin: u32,
+    now: tokio::time::Instant,
+) -> Result<Choice, NoChoice> {
+    let config = &ctx.config;
+    choose(
+        &config.pools,
+        &model.pools,
+        |d| ctx.tried(d),
+        spin,
+        &config.routing,
+        now,
+    )
 }
 
 /// Sets the body for an attempt on `deployment`: the client's body with the caps applied

@@ -2,7 +2,7 @@
 //! per deployment with a TTL and refreshed in the background while the old answer serves.
 
 use super::state::{DeploymentState, Resolved};
-use crate::config::Endpoint;
+use super::upstreams::Endpoint;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

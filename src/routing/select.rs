@@ -4,7 +4,7 @@
 //! saturated, the least loaded one still beats refusing the request.
 
 use super::state::{RoutingPolicy, Skip};
-use crate::config::{Config, Deployment, Model};
+use super::upstreams::{Deployment, Pool};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -42,11 +42,12 @@ impl std::fmt::Display for NoChoice {
 
 impl std::error::Error for NoChoice {}
 
-/// Picks a deployment for `model`, skipping those for which `tried` is true. `spin` breaks ties between
-/// equally loaded deployments so that traffic rotates instead of piling on the first.
+/// Picks a deployment from the pools `order` names (indices into `pools`, preferred first),
+/// skipping those for which `tried` is true. `spin` breaks ties between equally loaded
+/// deployments so that traffic rotates instead of piling on the first.
 pub fn choose(
-    config: &Config,
-    model: &Model,
+    pools: &[Pool],
+    order: &[usize],
     tried: impl Fn(&Arc<Deployment>) -> bool,
     spin: u32,
     policy: &RoutingPolicy,
@@ -58,8 +59,8 @@ pub fn choose(
     let mut only_cooldowns = true;
     // The best soft-saturated candidate, used only if nothing better exists anywhere.
     let mut fallback: Option<(u64, usize, &Arc<Deployment>, Skip)> = None;
-    for (rank, &pool_idx) in model.pools.iter().enumerate() {
-        let pool = &config.pools[pool_idx];
+    for (rank, &pool_idx) in order.iter().enumerate() {
+        let pool = &pools[pool_idx];
         let n = pool.deployments.len();
         let mut best: Option<(u64, &Arc<Deployment>)> = None;
         let mut pool_skip = None;
@@ -109,7 +110,7 @@ pub fn choose(
         }
     }
     if let Some((_, pool, d, skip)) = fallback {
-        let first = model.pools.first().copied();
+        let first = order.first().copied();
         return Ok(Choice {
             pool,
             deployment: d.clone(),
@@ -126,38 +127,39 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
-    use std::path::Path;
+    use crate::routing::upstreams::PoolKind;
 
-    const CONF: &str = r#"
-listen: 127.0.0.1:1
-tenants: [{name: t, api_keys: [k]}]
-pools:
-  - name: ptu
-    kind: provisioned
-    max_inflight: 1
-    deployments:
-      - {name: p1, endpoint: "http://127.0.0.1:2", deployment: m, api_key: k}
-  - name: std
-    kind: standard
-    deployments:
-      - {name: s1, endpoint: "http://127.0.0.1:3", deployment: m, api_key: k}
-      - {name: s2, endpoint: "http://127.0.0.1:4", deployment: m, api_key: k, weight: 3}
-models:
-  m: [ptu, std]
-"#;
-
-    fn conf() -> Config {
-        config::parse(CONF, Path::new("t"), &|_| None, None)
-            .unwrap()
-            .config
+    /// A PTU pool (`p1`, at most one in flight) before a Standard pool (`s1`, and `s2` at
+    /// weight 3).
+    fn conf() -> Vec<Pool> {
+        let pool = |name: &str, kind, deployments: Vec<Deployment>| Pool {
+            name: name.into(),
+            kind,
+            spill_at_utilization: 90.0,
+            deployments: deployments.into_iter().map(Arc::new).collect(),
+        };
+        vec![
+            pool(
+                "ptu",
+                PoolKind::Provisioned,
+                vec![Deployment::for_test("p1", 1, Some(1))],
+            ),
+            pool(
+                "std",
+                PoolKind::Standard,
+                vec![
+                    Deployment::for_test("s1", 1, None),
+                    Deployment::for_test("s2", 3, None),
+                ],
+            ),
+        ]
     }
 
-    fn pick(c: &Config, tried: &[Arc<Deployment>]) -> Result<Choice, NoChoice> {
+    fn pick(c: &[Pool], tried: &[Arc<Deployment>]) -> Result<Choice, NoChoice> {
         let tried = |d: &Arc<Deployment>| tried.iter().any(|t| Arc::ptr_eq(t, d));
         choose(
             c,
-            c.model("m").unwrap(),
+            &[0, 1],
             tried,
             0,
             &RoutingPolicy::default(),
@@ -181,9 +183,9 @@ models:
     #[test]
     fn skips_tried_and_unhealthy_and_reports_why() {
         let c = conf();
-        let p1 = c.pools[0].deployments[0].clone();
-        let s1 = c.pools[1].deployments[0].clone();
-        let s2 = c.pools[1].deployments[1].clone();
+        let p1 = c[0].deployments[0].clone();
+        let s1 = c[1].deployments[0].clone();
+        let s2 = c[1].deployments[1].clone();
         s1.state.set_active_health(false);
         assert_eq!(
             pick(&c, std::slice::from_ref(&p1)).unwrap().deployment.name,
@@ -199,9 +201,9 @@ models:
     #[test]
     fn weight_and_load_spread_traffic() {
         let c = conf();
-        let p1 = c.pools[0].deployments[0].clone();
-        let s1 = &c.pools[1].deployments[0];
-        let s2 = &c.pools[1].deployments[1];
+        let p1 = c[0].deployments[0].clone();
+        let s1 = &c[1].deployments[0];
+        let s2 = &c[1].deployments[1];
         let _a = s2.state.enter();
         let _b = s2.state.enter();
         // s2 carries 2 at weight 3 (667) against s1's 0: s1 wins.
@@ -219,10 +221,10 @@ models:
         let c = conf();
         let p = RoutingPolicy::default();
         let now = Instant::now();
-        for (_, d) in c.deployments() {
+        for d in c.iter().flat_map(|p| &p.deployments) {
             d.state.on_throttled(Duration::from_secs(5), &p, now);
         }
-        c.pools[1].deployments[1]
+        c[1].deployments[1]
             .state
             .on_throttled(Duration::from_secs(2), &p, now);
         match pick(&c, &[]) {
@@ -236,12 +238,12 @@ models:
         let c = conf();
         let p = RoutingPolicy::default();
         let now = Instant::now();
-        c.pools[0].deployments[0]
+        c[0].deployments[0]
             .state
             .on_utilization(95.0, 90.0, &p, now);
         let spill = pick(&c, &[]).unwrap();
         assert_eq!((spill.pool, spill.spilled), (1, Some(Skip::Utilization)));
-        for d in &c.pools[1].deployments {
+        for d in &c[1].deployments {
             d.state.on_utilization(100.0, 100.0, &p, now);
         }
         let fallback = pick(&c, &[]).unwrap();

@@ -111,8 +111,8 @@ pub(super) fn build_pools(
             if weight == 0 {
                 problems.push(format!("{at}.weight"), "must be at least 1");
             }
-            let (Some(endpoint), Some(api_key), Some(key_value), Some(region_value)) =
-                (endpoint, key, key_value, region_value)
+            let (Some(endpoint), Some(key_value), Some(region_value)) =
+                (endpoint, key_value, region_value)
             else {
                 continue;
             };
@@ -132,7 +132,6 @@ pub(super) fn build_pools(
                 name: d.name,
                 endpoint,
                 deployment: d.deployment,
-                api_key,
                 weight,
                 max_inflight: d.max_inflight.or(p.max_inflight).filter(|n| *n > 0),
                 capacity_tpm: d.capacity_tokens_per_minute.filter(|n| *n > 0),

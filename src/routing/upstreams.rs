@@ -1,0 +1,112 @@
+//! The upstreams routing chooses among: pools of interchangeable deployments, each with
+//! its endpoint, its precomputed header values and its live state. Config builds them;
+//! routing and the proxy read them.
+
+use super::state::DeploymentState;
+use http::HeaderValue;
+use std::sync::Arc;
+
+/// Billing model of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    Provisioned,
+    Standard,
+}
+
+impl PoolKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolKind::Provisioned => "provisioned",
+            PoolKind::Standard => "standard",
+        }
+    }
+}
+
+/// A group of interchangeable deployments.
+#[derive(Debug)]
+pub struct Pool {
+    pub name: String,
+    pub kind: PoolKind,
+    /// Percent of reported utilization at which the pool's deployments are avoided.
+    pub spill_at_utilization: f64,
+    pub deployments: Vec<Arc<Deployment>>,
+}
+
+/// One upstream deployment with its live state.
+#[derive(Debug)]
+pub struct Deployment {
+    pub name: String,
+    pub region: String,
+    pub endpoint: Endpoint,
+    /// The upstream deployment name that replaces the client's alias.
+    pub deployment: String,
+    pub weight: u32,
+    pub max_inflight: Option<u32>,
+    /// Known capacity in tokens per minute, for predicted utilization.
+    pub capacity_tpm: Option<u64>,
+    /// Shared with the previous config when the same deployment survives a reload.
+    pub state: Arc<DeploymentState>,
+    pub wire: WireValues,
+}
+
+/// A deployment's header values, validated and built once per load: the request path
+/// clones them (a reference count) instead of copying and re-validating strings.
+#[derive(Debug)]
+pub struct WireValues {
+    /// `Host`: the endpoint's authority.
+    pub host: HeaderValue,
+    /// `api-key`, the deployment's secret: marked sensitive, so that no debug print shows it.
+    pub api_key: HeaderValue,
+    /// `x-ms-deployment-name`: the deployment's name in this config.
+    pub name: HeaderValue,
+    /// `x-spillway-region`.
+    pub region: HeaderValue,
+}
+
+/// Where a deployment lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header value: the host, with the port when it is not the scheme's default.
+    pub authority: String,
+}
+
+impl Endpoint {
+    pub fn url(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.authority
+        )
+    }
+}
+
+#[cfg(test)]
+impl Deployment {
+    /// A deployment at a loopback address nothing listens on, with fresh state.
+    pub fn for_test(name: &str, weight: u32, max_inflight: Option<u32>) -> Self {
+        Deployment {
+            name: name.into(),
+            region: "test".into(),
+            endpoint: Endpoint {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 9,
+                authority: "127.0.0.1:9".into(),
+            },
+            deployment: "m".into(),
+            weight,
+            max_inflight,
+            capacity_tpm: None,
+            state: Arc::new(DeploymentState::new()),
+            wire: WireValues {
+                host: HeaderValue::from_static("127.0.0.1:9"),
+                api_key: HeaderValue::from_static("k"),
+                name: HeaderValue::from_str(name).unwrap(),
+                region: HeaderValue::from_static("test"),
+            },
+        }
+    }
+}
