@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""Helpers of scripts/bench: records, the report, and a few /proc readings.
+"""Helpers of bench/run: records, the report, and a few /proc readings.
 
-  bench.py record-oha RESULTS OHA_JSON WORKLOAD TARGET REP CPU_TICKS CLK_TCK
-  bench.py record-streams RESULTS STREAM_JSON WORKLOAD TARGET REP CPU_TICKS CLK_TCK LISTEN_DROPS
-  bench.py record-callgrind RESULTS TARGET PROFILE_N1 PROFILE_N2 N1 N2
-  bench.py report RESULTS OUT.md [--smoke 0|1] [--name ...] ...
-  bench.py busy SECONDS                   machine-wide CPU busy percent over SECONDS
-  bench.py others-snap FILE               CPU times of processes outside this process group
-  bench.py others-record RESULTS FILE STEP  what they used since the snapshot
-  bench.py child PID                      the first child process of PID (the nginx worker)
+  report.py record-oha RESULTS OHA_JSON WORKLOAD TARGET REP CPU_TICKS CLK_TCK
+  report.py record-streams RESULTS STREAM_JSON WORKLOAD TARGET REP CPU_TICKS CLK_TCK LISTEN_DROPS
+  report.py record-callgrind RESULTS TARGET PROFILE_N1 PROFILE_N2 N1 N2
+  report.py report RESULTS OUT.md [--smoke 0|1] [--name ...] ...
+  report.py busy SECONDS                   machine-wide CPU busy percent over SECONDS
+  report.py others-snap FILE               CPU times of processes outside this process group
+  report.py others-record RESULTS FILE STEP  what they used since the snapshot
+  report.py child PID                      the first child process of PID (the nginx worker)
 
 `record-*` append one JSON line to RESULTS and print a one-line summary; they exit 1 when the
 step got no successful answer (the benchmark itself is broken). `report` takes medians over
@@ -398,7 +398,7 @@ def report(args):
          f"= {fmt(sat_vs_floor['spillway'], 2)}x bare Pingora",
          "", "(beyond the target)"),
         ("Throughput at saturation: Pingora reading, parsing, capping and rewriting every body "
-         "(examples/pingora_governed.rs)", "",
+         "(bench/src/bin/pingora_governed.rs)", "",
          f"{fmt(sat['governed'], 0)} req/s = {fmt(sat_ratio['governed'], 2)}x nginx "
          f"= {fmt(sat_vs_floor['governed'], 2)}x bare", "", "", "(reference)"),
         ("Governance cost, 200 KB body, p50 (chat minus embeddings, each over direct)", "", "", ms(gov["p50"]),
@@ -456,10 +456,10 @@ def report(args):
               "loopback. nginx: 1 worker, upstream keep-alive, `proxy_buffering off`, buffered access log. "
               "Spillway: `server.threads: 1`, governance (caps and a tenant budget), routing, metrics and a file "
               "access log on. "
-              "Pingora, bare: `examples/pingora_floor.rs`, the same framework, allocator and thread count, with "
+              "Pingora, bare: `bench/src/bin/pingora_floor.rs`, the same framework, allocator and thread count, with "
               "no hook but `upstream_peer`; the floor that no Pingora-based gateway goes below. "
               "Pingora reading, parsing, capping and rewriting every body (at saturation and in callgrind): "
-              "`examples/pingora_governed.rs`, the floor plus what the throughput target asks for, done with "
+              "`bench/src/bin/pingora_governed.rs`, the floor plus what the throughput target asks for, done with "
               "Spillway's own functions, and nothing else (no routing, budget, metrics, log or headers). "
               "Spillway lean (at saturation and in callgrind): the same Spillway config without the tenant "
               "budget (so no prompt counting) and with the access log off, which is what the throughput "
@@ -523,7 +523,7 @@ def report(args):
     md.append(f"Governance cost (Spillway's added latency on chat minus on embeddings): p50 {ms(gov['p50'])}, "
               f"p99 {ms(gov['p99'])}.\n")
     for lvl, n in ((hi, args.streams), (lo, args.streams_low)):
-        md.append(f"### (iii) {n} concurrent SSE streams, 10 ms between tokens (examples/stream_load.rs)\n")
+        md.append(f"### (iii) {n} concurrent SSE streams, 10 ms between tokens (bench/src/bin/stream_load.rs)\n")
         body = [(t, fmt(R.med("streams", t, "ttft_p50_ms", lvl), 2), fmt(R.med("streams", t, "ttft_p99_ms", lvl), 2),
                  fmt(R.med("streams", t, "gap_p50_ms", lvl), 2), fmt(R.med("streams", t, "gap_p99_ms", lvl), 2),
                  fmt(R.med("streams", t, "gap_p999_ms", lvl), 2), fmt(R.med("streams", t, "gap_max_ms", lvl), 1),

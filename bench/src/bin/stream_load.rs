@@ -4,9 +4,9 @@
 //! (a gateway) while every stream is open. Prints one JSON object on stdout.
 //!
 //! Run (a simulator on :8001 with `--tbt-ms 10`, or a gateway in front of it):
-//! `cargo run --release --example stream_load -- --url 'http://127.0.0.1:8001/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21' --key SIMKEY --streams 200`
+//! `cargo run --release -p spillway-bench --bin stream_load -- --url 'http://127.0.0.1:8001/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21' --key SIMKEY --streams 200`
 //!
-//! Used by `scripts/bench`. Each stream has its own HTTP/1.1 connection, opened before its
+//! Used by `bench/run`. Each stream has its own HTTP/1.1 connection, opened before its
 //! clock starts, so TTFT is the request's time, not the connect's. Stream starts are spread
 //! evenly over `--ramp-ms` so the load is not one synchronized burst. Events are recognised by
 //! bytes, not parsed as JSON: the client must stay cheap next to what it measures.

@@ -1,12 +1,12 @@
 //! The least a Pingora gateway must do to meet the benchmark's "parses, caps and rewrites every
-//! body", for `scripts/bench`: `pingora_floor` plus reading the whole body, parsing it, deciding
+//! body", for `bench/run`: `pingora_floor` plus reading the whole body, parsing it, deciding
 //! and applying the output cap, and swapping the credential, with Spillway's own functions. No
 //! routing, budget, metrics, access log or response headers. Between the floor and Spillway, it
 //! shows how much of Spillway's cost the target's own requirement explains.
 //!
-//! cargo run --release --example pingora_governed -- LISTEN_ADDR UPSTREAM_ADDR API_KEY
+//! cargo run --release -p spillway-bench --bin pingora_governed -- LISTEN_ADDR UPSTREAM_ADDR API_KEY
 
-mod floor;
+use spillway_bench::floor;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,7 +18,7 @@ use spillway::governance::caps::OnExceed;
 use spillway::governance::caps::{self, CapPolicy};
 use spillway::proxy::read_body::read_whole_body;
 
-/// The caps of the benchmark's Spillway config (`scripts/bench.d/spillway.yaml.template`).
+/// The caps of the benchmark's Spillway config (`bench/spillway.yaml.template`).
 const POLICY: CapPolicy = CapPolicy {
     sync_max_tokens: 2000,
     stream_max_tokens: 8000,

@@ -1,4 +1,4 @@
-//! The server under both floor examples: Pingora 0.9 set up as Spillway sets up its proxy
+//! The server under both floor binaries: Pingora 0.9 set up as Spillway sets up its proxy
 //! service (one worker thread, the system allocator, a 16 KiB client read buffer).
 
 use pingora::listeners::{L4BufferSettings, ListenerConfig};

@@ -1,12 +1,12 @@
-//! The floor under Spillway in `scripts/bench`: Pingora 0.9 as a bare reverse proxy, built the
+//! The floor under Spillway in `bench/run`: Pingora 0.9 as a bare reverse proxy, built the
 //! way Spillway builds its proxy service (same crate features, the system allocator, one worker
 //! thread, 16 KiB client read buffer) but with no hook besides `upstream_peer`: no body read,
 //! governance, routing, metrics or access log. What it adds over a direct connection is the
 //! framework's cost, which no `ProxyHttp` implementation can go below.
 //!
-//! cargo run --release --example pingora_floor -- LISTEN_ADDR UPSTREAM_ADDR
+//! cargo run --release -p spillway-bench --bin pingora_floor -- LISTEN_ADDR UPSTREAM_ADDR
 
-mod floor;
+use spillway_bench::floor;
 
 use async_trait::async_trait;
 use pingora::prelude::*;
