@@ -10,11 +10,10 @@ use support::*;
 /// A gateway with alias `mini` served by one simulator, so a rewrite is visible.
 async fn one_region() -> (spillway_sim::SimHandle, Gateway) {
     let sim = sim("eastus-ptu", SimMode::Unlimited).await;
-    let yaml = format!(
-        "tenants:\n  - name: search\n    api_keys: [{TENANT_KEY}]\npools:\n  - name: ptu\n    kind: provisioned\n    deployments:\n{}models:\n  mini: [ptu]\n",
-        deployment_yaml("eastus-ptu", &sim)
-    );
-    let gw = Gateway::start(&yaml).await;
+    let conf = Conf::new()
+        .pool("ptu", "provisioned", &[("eastus-ptu", &sim)])
+        .model("mini", &["ptu"]);
+    let gw = Gateway::start(&conf).await;
     (sim, gw)
 }
 

@@ -8,22 +8,21 @@ use std::time::Duration;
 use support::client::{call, post_json, sse_data};
 use support::*;
 
-/// One simulator behind a gateway with the given extra governance/tenant settings.
-async fn setup(
-    governance: &str,
-    tenant_extra: &str,
-    model: &str,
-) -> (spillway_sim::SimHandle, Gateway) {
+/// One simulator behind a gateway with alias `mini`, caps 2000 (sync) and 4000 (stream) and a
+/// default of 700; `change` adds what the test needs.
+async fn setup(change: impl FnOnce(Conf) -> Conf) -> (spillway_sim::SimHandle, Gateway) {
     let sim = sim("eastus-ptu", SimMode::Unlimited).await;
-    let yaml = format!(
-        "tenants:\n  - name: search\n    api_keys: [{TENANT_KEY}]\n{tenant_extra}governance:\n  sync_max_tokens: 2000\n  stream_max_tokens: 4000\n  default_max_tokens: 700\n{governance}pools:\n  - name: ptu\n    kind: provisioned\n    deployments:\n{}models:\n{model}",
-        deployment_yaml("eastus-ptu", &sim)
-    );
-    (sim, Gateway::start(&yaml).await)
+    let conf = Conf::new()
+        .set("governance.sync_max_tokens", 2000)
+        .set("governance.stream_max_tokens", 4000)
+        .set("governance.default_max_tokens", 700)
+        .pool("ptu", "provisioned", &[("eastus-ptu", &sim)])
+        .model("mini", &["ptu"]);
+    (sim, Gateway::start(&change(conf)).await)
 }
 
 async fn default_setup() -> (spillway_sim::SimHandle, Gateway) {
-    setup("", "", "  mini: [ptu]\n").await
+    setup(|c| c).await
 }
 
 fn upstream_limit(sim: &spillway_sim::SimHandle, field: &str) -> serde_json::Value {
@@ -107,7 +106,7 @@ async fn two_limit_fields_cannot_bypass_the_cap() {
 
 #[tokio::test]
 async fn reject_mode_names_the_cap() {
-    let (sim, gw) = setup("  on_exceed: reject\n", "", "  mini: [ptu]\n").await;
+    let (sim, gw) = setup(|c| c.set("governance.on_exceed", "reject")).await;
     let a = post_json(
         &gw.url(&chat_path("mini")),
         TENANT_KEY,
@@ -129,11 +128,12 @@ async fn reject_mode_names_the_cap() {
 
 #[tokio::test]
 async fn tenant_and_model_overrides_apply_most_specific_first() {
-    let (sim, gw) = setup(
-        "",
-        "    caps: {sync_max_tokens: 300}\n",
-        "  mini: [ptu]\n  big:\n    pools: [ptu]\n    caps: {sync_max_tokens: 5000, default_max_tokens: 50}\n",
-    )
+    let (sim, gw) = setup(|c| {
+        c.set("tenants.search.caps.sync_max_tokens", 300)
+            .model("big", &["ptu"])
+            .set("models.big.caps.sync_max_tokens", 5000)
+            .set("models.big.caps.default_max_tokens", 50)
+    })
     .await;
     post_json(
         &gw.url(&chat_path("big")),
@@ -223,7 +223,7 @@ async fn chunked_body_over_the_limit_is_refused() {
 #[tokio::test]
 async fn tenant_over_budget_gets_a_truthful_retry_after_and_recovers() {
     // 600 tokens per minute = 10 per second. Each request: a small prompt + max_tokens 250.
-    let (sim, gw) = setup("", "    tokens_per_minute: 600\n", "  mini: [ptu]\n").await;
+    let (sim, gw) = setup(|c| c.set("tenants.search.tokens_per_minute", 600)).await;
     sim.set_natural_tokens(250);
     let url = gw.url(&chat_path("mini"));
     let body = chat_body(r#""max_tokens":250"#);
@@ -258,7 +258,7 @@ async fn tenant_over_budget_gets_a_truthful_retry_after_and_recovers() {
 async fn usage_corrects_the_charged_estimate() {
     // The estimate is prompt + 250; the simulator really generates 5 tokens, so after the
     // correction the budget has room for many more requests than the estimate alone allows.
-    let (sim, gw) = setup("", "    tokens_per_minute: 600\n", "  mini: [ptu]\n").await;
+    let (sim, gw) = setup(|c| c.set("tenants.search.tokens_per_minute", 600)).await;
     sim.set_natural_tokens(5);
     let url = gw.url(&chat_path("mini"));
     for i in 0..6 {
@@ -271,7 +271,7 @@ async fn usage_corrects_the_charged_estimate() {
 async fn usage_from_a_stream_corrects_the_charged_estimate() {
     // Same budget arithmetic as above, with streams: the gateway asked each stream for its
     // usage chunk, and only that chunk can settle the 250-token estimates down to 5.
-    let (sim, gw) = setup("", "    tokens_per_minute: 600\n", "  mini: [ptu]\n").await;
+    let (sim, gw) = setup(|c| c.set("tenants.search.tokens_per_minute", 600)).await;
     sim.set_natural_tokens(5);
     let url = gw.url(&chat_path("mini"));
     for i in 0..6 {
@@ -293,11 +293,11 @@ async fn usage_from_a_stream_corrects_the_charged_estimate() {
 
 #[tokio::test]
 async fn adaptive_cap_follows_a_slowed_deployment() {
-    let (sim, gw) = setup(
-        "  adaptive_safety: 0.4\n  adaptive_min_tokens: 10\n",
-        "",
-        "  mini:\n    pools: [ptu]\n    adaptive_sync_cap: true\n",
-    )
+    let (sim, gw) = setup(|c| {
+        c.set("governance.adaptive_safety", 0.4)
+            .set("governance.adaptive_min_tokens", 10)
+            .set("models.mini.adaptive_sync_cap", true)
+    })
     .await;
     // Measure: 40 tokens at 5 ms each ≈ 200 tokens/s; × 60 s × 0.4 ≈ 4800, above the static
     // 2000, so the static cap still rules.

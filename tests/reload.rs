@@ -13,22 +13,20 @@ fn temp_file(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("spillway-{name}-{}.yaml", free_port()))
 }
 
-fn body(sync_cap: u32, keys: &str, west: Option<&SimHandle>, ptu: &SimHandle) -> String {
-    let standard = west.map_or(String::new(), |w| {
-        format!(
-            "  - name: standard\n    kind: standard\n    deployments:\n{}",
-            deployment_yaml("westus-std", w)
-        )
-    });
-    let pools = if west.is_some() {
-        "[ptu, standard]"
-    } else {
-        "[ptu]"
-    };
-    format!(
-        "health:\n  interval_ms: 0\ntenants:\n  - name: search\n    api_keys: [{keys}]\ngovernance:\n  sync_max_tokens: {sync_cap}\npools:\n  - name: ptu\n    kind: provisioned\n    deployments:\n{}{standard}models:\n  mini: {pools}\n",
-        deployment_yaml("eastus-ptu", ptu)
-    )
+/// PTU `eastus-ptu` (then Standard `west`, if given) behind alias `mini`, with this sync cap
+/// and tenant key, and no active health checks.
+fn conf(sync_cap: u32, key: &str, west: Option<&SimHandle>, ptu: &SimHandle) -> Conf {
+    let conf = Conf::new()
+        .set("health.interval_ms", 0)
+        .set("tenants.search.api_keys", vec![key])
+        .set("governance.sync_max_tokens", sync_cap)
+        .pool("ptu", "provisioned", &[("eastus-ptu", ptu)]);
+    match west {
+        Some(west) => conf
+            .pool("standard", "standard", &[("westus-std", west)])
+            .model("mini", &["ptu", "standard"]),
+        None => conf.model("mini", &["ptu"]),
+    }
 }
 
 async fn status(gw: &Gateway) -> serde_json::Value {
@@ -55,7 +53,7 @@ async fn a_change_applies_live_while_an_older_stream_finishes() {
     let ptu = sim("eastus-ptu", SimMode::Unlimited).await;
     let west = sim("westus-std", SimMode::Unlimited).await;
     let path = temp_file("live");
-    let gw = Gateway::start_from_file(&body(2000, TENANT_KEY, Some(&west), &ptu), &path).await;
+    let gw = Gateway::start_from_file(&conf(2000, TENANT_KEY, Some(&west), &ptu), &path).await;
     let hash = status(&gw).await["config_hash"]
         .as_str()
         .unwrap()
@@ -78,11 +76,7 @@ async fn a_change_applies_live_while_an_older_stream_finishes() {
     ptu.set_natural_tokens(5);
 
     // New cap, a new key for the tenant, and the standard pool removed.
-    std::fs::write(
-        &path,
-        format!("{}{}", gw.head, body(300, "tenant-key-2", None, &ptu)),
-    )
-    .unwrap();
+    gw.rewrite(&path, &conf(300, "tenant-key-2", None, &ptu));
     let s = wait_reload(&gw, "ok", &hash).await;
     assert_eq!(s["pools"].as_array().unwrap().len(), 1);
 
@@ -114,14 +108,15 @@ async fn a_change_applies_live_while_an_older_stream_finishes() {
 async fn a_broken_file_is_rejected_and_the_old_config_keeps_serving() {
     let ptu = sim("eastus-ptu", SimMode::Unlimited).await;
     let path = temp_file("broken");
-    let gw = Gateway::start_from_file(&body(2000, TENANT_KEY, None, &ptu), &path).await;
+    let gw = Gateway::start_from_file(&conf(2000, TENANT_KEY, None, &ptu), &path).await;
     let hash = status(&gw).await["config_hash"]
         .as_str()
         .unwrap()
         .to_string();
-    let broken = body(2000, TENANT_KEY, None, &ptu).replace("kind: provisioned", "kind: spot")
-        + "bogus_field: 1\n";
-    std::fs::write(&path, format!("{}{broken}", gw.head)).unwrap();
+    let broken = conf(2000, TENANT_KEY, None, &ptu)
+        .set("pools.ptu.kind", "spot")
+        .set("bogus_field", 1);
+    gw.rewrite(&path, &broken);
     let s = wait_reload(&gw, "error", &hash).await;
     assert_eq!(s["config_hash"], hash.as_str(), "the old config still runs");
     let problems = s["last_reload"]["problems"].to_string();
@@ -145,7 +140,7 @@ async fn live_state_of_unchanged_deployments_survives_a_reload() {
     let ptu = sim("eastus-ptu", SimMode::Unlimited).await;
     let west = sim("westus-std", SimMode::Unlimited).await;
     let path = temp_file("state");
-    let gw = Gateway::start_from_file(&body(2000, TENANT_KEY, Some(&west), &ptu), &path).await;
+    let gw = Gateway::start_from_file(&conf(2000, TENANT_KEY, Some(&west), &ptu), &path).await;
     let hash = status(&gw).await["config_hash"]
         .as_str()
         .unwrap()
@@ -161,11 +156,7 @@ async fn live_state_of_unchanged_deployments_survives_a_reload() {
             .status,
         200
     );
-    std::fs::write(
-        &path,
-        format!("{}{}", gw.head, body(1500, TENANT_KEY, Some(&west), &ptu)),
-    )
-    .unwrap();
+    gw.rewrite(&path, &conf(1500, TENANT_KEY, Some(&west), &ptu));
     let s = wait_reload(&gw, "ok", &hash).await;
     let ptu_status = &s["pools"][0]["deployments"][0];
     assert!(

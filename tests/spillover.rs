@@ -40,18 +40,22 @@ impl Regions {
     }
 }
 
-/// PTU `eastus-ptu` first, then Standard `westus-std` and `swedencentral-std`.
-async fn regions(ptu_mode: SimMode, ptu_extra: &str, extra: &str) -> Regions {
+/// PTU `eastus-ptu` first, then Standard `westus-std` and `swedencentral-std`; `change` adds
+/// what the test needs.
+async fn regions(ptu_mode: SimMode, change: impl FnOnce(Conf) -> Conf) -> Regions {
     let ptu = sim("eastus-ptu", ptu_mode).await;
     let west = sim("westus-std", SimMode::Unlimited).await;
     let sweden = sim("swedencentral-std", SimMode::Unlimited).await;
-    let yaml = format!(
-        "tenants:\n  - name: search\n    api_keys: [{TENANT_KEY}]\npools:\n  - name: ptu\n    kind: provisioned\n    spill_at_utilization: 90\n    deployments:\n{}{ptu_extra}  - name: standard\n    kind: standard\n    deployments:\n{}{}models:\n  gpt-4o-mini: [ptu, standard]\n{extra}",
-        deployment_yaml("eastus-ptu", &ptu),
-        deployment_yaml("westus-std", &west),
-        deployment_yaml("swedencentral-std", &sweden),
-    );
-    let gw = Gateway::start(&yaml).await;
+    let conf = Conf::new()
+        .pool("ptu", "provisioned", &[("eastus-ptu", &ptu)])
+        .set("pools.ptu.spill_at_utilization", 90)
+        .pool(
+            "standard",
+            "standard",
+            &[("westus-std", &west), ("swedencentral-std", &sweden)],
+        )
+        .model("gpt-4o-mini", &["ptu", "standard"]);
+    let gw = Gateway::start(&change(conf)).await;
     Regions {
         ptu,
         west,
@@ -60,7 +64,10 @@ async fn regions(ptu_mode: SimMode, ptu_extra: &str, extra: &str) -> Regions {
     }
 }
 
-const NO_ACTIVE_CHECKS: &str = "health:\n  interval_ms: 0\n";
+/// Health checks off, so only requests move a deployment's state.
+fn no_active_checks(c: Conf) -> Conf {
+    c.set("health.interval_ms", 0)
+}
 
 async fn ask(r: &Regions, body: String) -> support::client::Answer {
     post_json(&r.gw.url(&chat_path("gpt-4o-mini")), TENANT_KEY, body).await
@@ -73,8 +80,12 @@ async fn burst_spills_to_standard_before_the_ptu_throttles() {
         SimMode::Provisioned {
             tokens_per_minute: 6000,
         },
-        "        capacity_tokens_per_minute: 6000\n",
-        NO_ACTIVE_CHECKS,
+        |c| {
+            no_active_checks(c).set(
+                "pools.ptu.deployments.eastus-ptu.capacity_tokens_per_minute",
+                6000,
+            )
+        },
     )
     .await;
     for s in [&r.ptu, &r.west, &r.sweden] {
@@ -107,8 +118,7 @@ async fn burst_without_a_known_capacity_costs_at_most_one_429_per_cooldown() {
         SimMode::Provisioned {
             tokens_per_minute: 3000,
         },
-        "",
-        NO_ACTIVE_CHECKS,
+        no_active_checks,
     )
     .await;
     // Answers as long as their limit, so the real usage keeps the bucket filling.
@@ -124,7 +134,7 @@ async fn burst_without_a_known_capacity_costs_at_most_one_429_per_cooldown() {
 
 #[tokio::test]
 async fn a_429_is_replayed_with_the_identical_body_and_the_ptu_returns_after_cooldown() {
-    let r = regions(SimMode::Unlimited, "", NO_ACTIVE_CHECKS).await;
+    let r = regions(SimMode::Unlimited, no_active_checks).await;
     // One small and one over Pingora's 64 KiB retry buffer.
     for size in [100, 200 * 1024] {
         r.ptu.set_fault(Fault::Status {
@@ -174,11 +184,14 @@ async fn a_429_is_replayed_with_the_identical_body_and_the_ptu_returns_after_coo
 
 #[tokio::test]
 async fn a_refusing_region_is_skipped_marked_unhealthy_and_comes_back() {
-    let r = regions(
-        SimMode::Unlimited,
-        "",
-        "routing:\n  eject_after_failures: 1\n  eject_ms: 60000\nhealth:\n  interval_ms: 50\n  timeout_ms: 500\n  unhealthy_after: 1\n  healthy_after: 1\n",
-    )
+    let r = regions(SimMode::Unlimited, |c| {
+        c.set("routing.eject_after_failures", 1)
+            .set("routing.eject_ms", 60000)
+            .set("health.interval_ms", 50)
+            .set("health.timeout_ms", 500)
+            .set("health.unhealthy_after", 1)
+            .set("health.healthy_after", 1)
+    })
     .await;
     r.ptu.set_fault(Fault::Refuse);
     for _ in 0..5 {
@@ -212,11 +225,11 @@ async fn a_refusing_region_is_skipped_marked_unhealthy_and_comes_back() {
 #[tokio::test]
 async fn regions_answering_503_or_408_are_ejected_and_recover() {
     for status in [503u16, 408] {
-        let r = regions(
-            SimMode::Unlimited,
-            "",
-            "routing:\n  eject_after_failures: 2\n  eject_ms: 300\nhealth:\n  interval_ms: 0\n",
-        )
+        let r = regions(SimMode::Unlimited, |c| {
+            no_active_checks(c)
+                .set("routing.eject_after_failures", 2)
+                .set("routing.eject_ms", 300)
+        })
         .await;
         r.ptu.set_fault(Fault::Status {
             status,
@@ -245,7 +258,7 @@ async fn regions_answering_503_or_408_are_ejected_and_recover() {
 
 #[tokio::test]
 async fn when_everything_fails_the_client_gets_the_last_real_answer_within_max_attempts() {
-    let r = regions(SimMode::Unlimited, "", NO_ACTIVE_CHECKS).await;
+    let r = regions(SimMode::Unlimited, no_active_checks).await;
     for s in [&r.ptu, &r.west, &r.sweden] {
         s.set_fault(Fault::Status {
             status: 500,
@@ -287,11 +300,13 @@ async fn when_everything_fails_the_client_gets_the_last_real_answer_within_max_a
 
 #[tokio::test]
 async fn the_retry_budget_stops_a_retry_storm() {
-    let r = regions(
-        SimMode::Unlimited,
-        "",
-        "retry:\n  max_attempts: 3\n  budget_percent: 10\n  budget_min_per_second: 0\nrouting:\n  eject_after_failures: 1000\nhealth:\n  interval_ms: 0\n",
-    )
+    let r = regions(SimMode::Unlimited, |c| {
+        no_active_checks(c)
+            .set("retry.max_attempts", 3)
+            .set("retry.budget_percent", 10)
+            .set("retry.budget_min_per_second", 0)
+            .set("routing.eject_after_failures", 1000)
+    })
     .await;
     for s in [&r.ptu, &r.west, &r.sweden] {
         s.set_fault(Fault::Status {
@@ -313,7 +328,7 @@ async fn the_retry_budget_stops_a_retry_storm() {
 
 #[tokio::test]
 async fn a_stream_throttled_before_its_first_byte_is_replayed() {
-    let r = regions(SimMode::Unlimited, "", NO_ACTIVE_CHECKS).await;
+    let r = regions(SimMode::Unlimited, no_active_checks).await;
     r.ptu.set_fault(Fault::Status {
         status: 429,
         remaining: Some(1),
@@ -328,7 +343,7 @@ async fn a_stream_throttled_before_its_first_byte_is_replayed() {
 
 #[tokio::test]
 async fn a_stream_cut_after_its_first_byte_is_not_replayed() {
-    let r = regions(SimMode::Unlimited, "", NO_ACTIVE_CHECKS).await;
+    let r = regions(SimMode::Unlimited, no_active_checks).await;
     r.ptu.set_fault(Fault::CutStreamAfter(3));
     let resp = send(
         "POST",
@@ -361,11 +376,11 @@ async fn a_stream_cut_after_its_first_byte_is_not_replayed() {
 #[tokio::test]
 async fn clients_hanging_up_neither_eject_a_deployment_nor_cause_replays() {
     use tokio::io::AsyncWriteExt;
-    let r = regions(
-        SimMode::Unlimited,
-        "",
-        "routing:\n  eject_after_failures: 2\n  eject_ms: 60000\nhealth:\n  interval_ms: 0\n",
-    )
+    let r = regions(SimMode::Unlimited, |c| {
+        no_active_checks(c)
+            .set("routing.eject_after_failures", 2)
+            .set("routing.eject_ms", 60000)
+    })
     .await;
     r.ptu.set_ttft(Duration::from_millis(200));
     let body = chat_body("");

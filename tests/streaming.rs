@@ -11,12 +11,11 @@ use support::*;
 
 async fn setup(access_log: &std::path::Path) -> (SimHandle, Gateway) {
     let sim = sim("eastus-ptu", SimMode::Unlimited).await;
-    let yaml = format!(
-        "access_log: {}\ntenants:\n  - name: search\n    api_keys: [{TENANT_KEY}]\npools:\n  - name: ptu\n    kind: provisioned\n    deployments:\n{}models:\n  mini: [ptu]\n",
-        access_log.display(),
-        deployment_yaml("eastus-ptu", &sim)
-    );
-    (sim, Gateway::start(&yaml).await)
+    let conf = Conf::new()
+        .set("access_log", access_log.display().to_string())
+        .pool("ptu", "provisioned", &[("eastus-ptu", &sim)])
+        .model("mini", &["ptu"]);
+    (sim, Gateway::start(&conf).await)
 }
 
 fn log_path(name: &str) -> std::path::PathBuf {
@@ -215,12 +214,12 @@ async fn a_cut_stream_is_logged_as_such_with_estimated_tokens() {
 async fn metering_can_be_turned_off() {
     let path = log_path("nometer");
     let sim = sim("eastus-ptu", SimMode::Unlimited).await;
-    let yaml = format!(
-        "access_log: {}\nmeter_streams: false\ntenants:\n  - name: search\n    api_keys: [{TENANT_KEY}]\npools:\n  - name: ptu\n    kind: provisioned\n    deployments:\n{}models:\n  mini: [ptu]\n",
-        path.display(),
-        deployment_yaml("eastus-ptu", &sim)
-    );
-    let gw = Gateway::start(&yaml).await;
+    let conf = Conf::new()
+        .set("access_log", path.display().to_string())
+        .set("meter_streams", false)
+        .pool("ptu", "provisioned", &[("eastus-ptu", &sim)])
+        .model("mini", &["ptu"]);
+    let gw = Gateway::start(&conf).await;
     let resp = stream(&gw, "nometer-1", r#""stream":true"#).await;
     frames(resp).await.unwrap();
     assert!(sim.requests()[0]

@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod client;
+mod conf;
+
+pub use conf::Conf;
 
 use spillway::app::Embedded;
 use spillway::config;
@@ -72,50 +75,34 @@ pub async fn sim(name: &str, mode: SimMode) -> SimHandle {
     .expect("simulator starts")
 }
 
-/// The YAML lines of one deployment served by `sim` (its key is `key-<name>`).
-pub fn deployment_yaml(name: &str, sim: &SimHandle) -> String {
-    format!(
-        "      - name: {name}\n        region: {}\n        endpoint: {}\n        deployment: gpt-4o-mini\n        api_key: key-{name}\n",
-        name.split('-').next().unwrap_or(name),
-        sim.endpoint()
-    )
-}
-
 /// A gateway running in this process.
 pub struct Gateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
-    /// The generated top of the config (server, listeners), to keep when rewriting it.
-    pub head: String,
     pub embedded: Option<Embedded>,
 }
 
 impl Gateway {
-    /// Starts a gateway from `body` (a config without `listen`/`admin_listen`/`server`, which
-    /// are added here) and waits until both listeners answer.
-    pub async fn start(body: &str) -> Gateway {
-        Self::start_inner(body, None).await
+    /// Starts a gateway from `conf` on two fresh loopback ports and waits until both
+    /// listeners answer.
+    pub async fn start(conf: &Conf) -> Gateway {
+        Self::start_inner(conf, None).await
     }
 
-    /// Like `start`, but from a file at `path` that the gateway watches and reloads. Rewrite
-    /// it as `gw.head` followed by a new body.
-    pub async fn start_from_file(body: &str, path: &Path) -> Gateway {
-        Self::start_inner(body, Some(path)).await
+    /// Like `start`, but from a file at `path` that the gateway watches and reloads; change
+    /// it with [`Gateway::rewrite`].
+    pub async fn start_from_file(conf: &Conf, path: &Path) -> Gateway {
+        Self::start_inner(conf, Some(path)).await
     }
 
-    async fn start_inner(body: &str, file: Option<&Path>) -> Gateway {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let access = if body.contains("access_log:") {
-            ""
-        } else {
-            "access_log: off\n"
-        };
-        let head = format!(
-            "server:\n  threads: 1\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlisten: {addr}\nadmin_listen: {admin}\n{access}"
-        );
-        let yaml = format!("{head}{body}");
+    async fn start_inner(conf: &Conf, file: Option<&Path>) -> Gateway {
         let _ = env_logger::builder().is_test(true).try_init();
+        let mut gw = Gateway {
+            addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            admin: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            embedded: None,
+        };
+        let yaml = gw.full(conf).yaml();
         let loaded = match file {
             Some(path) => {
                 std::fs::write(path, &yaml).unwrap();
@@ -124,15 +111,24 @@ impl Gateway {
             None => config::parse(&yaml, Path::new("test.yaml"), &|_| None, None),
         }
         .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{yaml}"));
-        let embedded = Embedded::start(loaded, file.map(Path::to_path_buf));
-        let gw = Gateway {
-            addr,
-            admin,
-            head,
-            embedded: Some(embedded),
-        };
+        gw.embedded = Some(Embedded::start(loaded, file.map(Path::to_path_buf)));
         gw.wait_ready().await;
         gw
+    }
+
+    /// Writes `conf` (on this gateway's listeners) to `path`, for the watcher to reload.
+    pub fn rewrite(&self, path: &Path, conf: &Conf) {
+        std::fs::write(path, self.full(conf).yaml()).unwrap();
+    }
+
+    /// `conf` with this gateway's server settings and listeners.
+    fn full(&self, conf: &Conf) -> Conf {
+        conf.clone()
+            .set("server.threads", 1)
+            .set("server.grace_period_seconds", 0)
+            .set("server.graceful_shutdown_timeout_seconds", 1)
+            .set("listen", self.addr.to_string())
+            .set("admin_listen", self.admin.to_string())
     }
 
     /// Waits for the listeners to be bound.

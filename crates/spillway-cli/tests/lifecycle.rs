@@ -28,12 +28,22 @@ fn files(name: &str, sim: &spillway_sim::SimHandle) -> Files {
     let admin = format!("127.0.0.1:{}", free_port());
     let sock = dir.join("upgrade.sock");
     let conf = dir.join("spillway.yaml");
-    let yaml = format!(
-        "server:\n  threads: 2\n  pid_file: {}\n  upgrade_sock: {}\n  grace_period_seconds: 3\n  graceful_shutdown_timeout_seconds: 2\nlisten: {addr}\nadmin_listen: {admin}\naccess_log: off\ndrain_delay_ms: 700\nhealth:\n  interval_ms: 0\ntenants:\n  - name: t\n    api_keys: [{TENANT_KEY}]\npools:\n  - name: ptu\n    kind: provisioned\n    deployments:\n{}models:\n  mini: [ptu]\n",
-        dir.join("spillway.pid").display(),
-        sock.display(),
-        deployment_yaml("eastus-ptu", sim)
-    );
+    let yaml = Conf::new()
+        .set("server.threads", 2)
+        .set(
+            "server.pid_file",
+            dir.join("spillway.pid").display().to_string(),
+        )
+        .set("server.upgrade_sock", sock.display().to_string())
+        .set("server.grace_period_seconds", 3)
+        .set("server.graceful_shutdown_timeout_seconds", 2)
+        .set("listen", addr.as_str())
+        .set("admin_listen", admin.as_str())
+        .set("drain_delay_ms", 700)
+        .set("health.interval_ms", 0)
+        .pool("ptu", "provisioned", &[("eastus-ptu", sim)])
+        .model("mini", &["ptu"])
+        .yaml();
     std::fs::write(&conf, yaml).unwrap();
     Files {
         dir,
