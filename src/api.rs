@@ -3,4 +3,4 @@
 
 pub mod route;
 
-pub use route::{classify, presented_key, Operation, Route, Shape};
+pub use route::{classify, is_alias, presented_key, Operation, Operations, Route, Shape};

@@ -143,3 +143,91 @@ async fn request_id_is_kept_or_generated() {
     assert_eq!(a.header("x-request-id"), Some("trace-123"));
     assert_eq!(sim.requests()[0].header("x-request-id"), Some("trace-123"));
 }
+
+/// The hardening review's bypasses, and more: each reached Azure with the deployment's key
+/// (and most skipped the output cap). Each is now an Azure-shaped 404 and the upstream
+/// receives nothing. (Backslashes, which no HTTP client here will send, are in the unit test.)
+#[tokio::test]
+async fn only_allowlisted_operations_reach_the_upstream() {
+    let (sim, gw) = one_region().await;
+    let body = chat_body(r#""max_tokens":9000"#);
+    let q = "?api-version=2024-10-21";
+    let cases: Vec<(&str, String)> = [
+        ("POST", "/openai/v1/fine_tuning/jobs"),
+        ("DELETE", "/openai/v1/files/file-abc"),
+        ("GET", "/openai/v1/files"),
+        ("POST", "/openai/v1/batches"),
+        ("GET", "/openai/v1/chat/completions"),
+        ("PUT", "/openai/deployments/mini/chat/completions"),
+        ("POST", "/openai/deployments/mini/../../files"),
+        ("POST", "/openai/deployments/mini/chat/completions/"),
+        ("POST", "/openai/deployments/mini/./chat/completions"),
+        ("POST", "/openai/deployments/mini/x/../chat/completions"),
+        ("POST", "/openai/deployments/mini/chat//completions"),
+        ("POST", "/openai/deployments/mini/chat%2Fcompletions"),
+        ("POST", "/openai/deployments/mini/chat%5Ccompletions"),
+        ("POST", "/openai/deployments/mini/Chat/Completions"),
+        ("POST", "/openai/deployments/mini/chat/completions;x"),
+        ("POST", "/openai/deployments/mini;x/chat/completions"),
+        (
+            "POST",
+            "/openai/deployments/mini/extensions/chat/completions",
+        ),
+        ("POST", "/openai/deployments/mini/images/generations"),
+        ("POST", "/openai/deployments/../chat/completions"),
+        ("POST", "/openai/deployments/m%69ni/chat/completions"),
+        ("POST", "/openai/v1/./chat/completions"),
+        ("POST", "/openai/v1/chat/completions/"),
+        ("POST", "/openai/v1/responses/resp_1"),
+    ]
+    .into_iter()
+    .map(|(m, p)| (m, format!("{p}{q}")))
+    .collect();
+    for (method, path) in &cases {
+        let headers = [
+            ("api-key", TENANT_KEY),
+            ("content-type", "application/json"),
+        ];
+        let a = call(method, &gw.url(path), &headers, body.clone()).await;
+        assert_eq!(a.status, 404, "{method} {path}: {}", a.text());
+        assert_eq!(a.json()["error"]["code"], "404", "{method} {path}");
+    }
+    assert!(
+        sim.requests().is_empty(),
+        "reached the upstream: {:?}",
+        sim.requests().iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    // The exact spelling still works, and is capped.
+    let a = post_json(&gw.url(&chat_path("mini")), TENANT_KEY, body).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(sim.requests()[0].json().unwrap()["max_tokens"], 2000);
+}
+
+#[tokio::test]
+async fn a_model_allows_only_its_listed_operations() {
+    let sim = sim("eastus-ptu", SimMode::Unlimited).await;
+    let conf = Conf::new()
+        .pool("ptu", "provisioned", &[("eastus-ptu", &sim)])
+        .model("vectors", &["ptu"])
+        .set("models.vectors.operations", vec!["embeddings"]);
+    let gw = Gateway::start(&conf).await;
+    let a = post_json(&gw.url(&chat_path("vectors")), TENANT_KEY, chat_body("")).await;
+    assert_eq!(a.status, 404, "{}", a.text());
+    assert_eq!(a.json()["error"]["code"], "OperationNotSupported");
+    let a = post_json(
+        &gw.url("/openai/v1/chat/completions"),
+        TENANT_KEY,
+        chat_body(r#""model":"vectors""#),
+    )
+    .await;
+    assert_eq!(a.status, 404, "{}", a.text());
+    assert!(sim.requests().is_empty());
+    let a = post_json(
+        &gw.url("/openai/deployments/vectors/embeddings?api-version=2024-10-21"),
+        TENANT_KEY,
+        r#"{"input":"hello"}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(sim.requests().len(), 1);
+}

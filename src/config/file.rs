@@ -183,6 +183,10 @@ pub struct ModelSpecFile {
     /// Caps for this model; a tenant's caps take precedence.
     #[serde(default)]
     pub caps: CapsFile,
+    /// The operations clients may call on this model (`chat.completions`, `completions`,
+    /// `responses`, `embeddings`); all four when absent.
+    #[serde(default)]
+    pub operations: Option<Vec<String>>,
 }
 
 // By hand rather than `untagged`, so that errors and unknown fields inside the long form are

@@ -1,6 +1,7 @@
 //! The validated configuration the gateway runs on. No serde here: it is built once per
 //! load by `build.rs`, shared behind an `Arc`, and swapped whole on reload.
 
+use crate::api::Operations;
 use crate::config::Secret;
 use crate::governance::adaptive::AdaptivePolicy;
 use crate::governance::budget::{BudgetLimits, LocalBudget};
@@ -152,6 +153,8 @@ pub struct Model {
     pub pools: Vec<usize>,
     pub adaptive_sync_cap: bool,
     pub caps: CapOverrides,
+    /// The operations clients may call on this alias.
+    pub operations: Operations,
 }
 
 /// Replay policy.

@@ -204,3 +204,31 @@ fn live_state_survives_a_reload_only_for_the_same_upstream() {
         &third.pools[1].deployments[0].state
     ));
 }
+
+#[test]
+fn a_model_may_narrow_its_operations_to_known_ones() {
+    let loaded = parse_str(&GOOD.replace(
+        "gpt-4o-mini: [ptu, standard]",
+        "gpt-4o-mini: {pools: [ptu], operations: [embeddings, chat.completions]}",
+    ))
+    .unwrap();
+    let ops = loaded.config.model("gpt-4o-mini").unwrap().operations;
+    assert!(ops.contains(crate::api::Operation::Embeddings));
+    assert!(ops.contains(crate::api::Operation::ChatCompletions));
+    assert!(!ops.contains(crate::api::Operation::Responses));
+    let p = problems(&GOOD.replace(
+        "gpt-4o-mini: [ptu, standard]",
+        "gpt-4o-mini: {pools: [ptu], operations: [files]}\n  other: {pools: [ptu], operations: []}\n  ..: [ptu]",
+    ));
+    assert!(
+        p.iter()
+            .any(|(f, r)| f == "models.gpt-4o-mini.operations[0]"
+                && r.contains("unknown operation `files`")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|(f, _)| f == "models.other.operations"),
+        "{p:?}"
+    );
+    assert!(p.iter().any(|(f, _)| f == "models..."), "{p:?}");
+}

@@ -59,7 +59,8 @@ fn is_json(content_type: Option<&[u8]>) -> bool {
 /// it holds what was learnt before the refusal (the tenant, the caps), for the log.
 pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Reply> {
     ctx.request_id = request_id(session);
-    let Some(mut route) = classify(session.req_header().uri.path()) else {
+    let req = session.req_header();
+    let Some(mut route) = classify(&req.method, req.uri.path()) else {
         return Err(Reply::not_found());
     };
     let headers = &session.req_header().headers;
@@ -125,6 +126,9 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Re
         .model(alias)
         .ok_or_else(|| Reply::unknown_model(alias))?
         .clone();
+    if !model.operations.contains(route.operation) {
+        return Err(Reply::operation_not_allowed(alias, route.operation));
+    }
 
     let (mut estimate, mut prompt_tokens, mut policy) = (0, 0, None);
     if let RequestBody::Parsed(body) = &body {

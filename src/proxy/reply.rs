@@ -1,6 +1,7 @@
 //! Answers the gateway gives on its own, shaped like Azure OpenAI's errors so that SDKs parse
 //! them: `{"error": {"code": ..., "message": ...}}` with the matching status.
 
+use crate::api::Operation;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -44,6 +45,17 @@ impl Reply {
             404,
             "DeploymentNotFound",
             format!("The API deployment `{alias}` does not exist on this gateway. Ask your administrator for the model aliases you may use."),
+        )
+    }
+
+    pub fn operation_not_allowed(alias: &str, op: Operation) -> Self {
+        Reply::new(
+            404,
+            "OperationNotSupported",
+            format!(
+                "The operation `{}` is not enabled for the deployment `{alias}` on this gateway.",
+                op.as_str()
+            ),
         )
     }
 

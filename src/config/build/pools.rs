@@ -3,6 +3,7 @@
 
 use super::policy::build_caps;
 use super::{expand_secret, Problems};
+use crate::api::{is_alias, Operation, Operations};
 use crate::config::env;
 use crate::config::file::{ModelFile, PoolKindFile};
 use crate::config::runtime::*;
@@ -225,16 +226,20 @@ pub(super) fn build_models(
     let mut out = HashMap::new();
     for (alias, spec) in raw {
         let at = format!("models.{alias}");
-        let (names, adaptive_sync_cap, caps) = match spec {
-            ModelFile::Pools(p) => (p, false, CapOverrides::default()),
+        let (names, adaptive_sync_cap, caps, operations) = match spec {
+            ModelFile::Pools(p) => (p, false, CapOverrides::default(), Operations::ALL),
             ModelFile::Spec(s) => (
                 s.pools,
                 s.adaptive_sync_cap,
                 build_caps(&at, s.caps, problems),
+                build_operations(&at, s.operations, problems),
             ),
         };
-        if !is_plain_name(&alias) {
-            problems.push(&at, "alias must be letters, digits, - _ .");
+        if !is_alias(&alias) {
+            problems.push(
+                &at,
+                "alias must be letters, digits, - _ . (not first), at most 64 characters",
+            );
         }
         if names.is_empty() {
             problems.push(&at, "lists no pools");
@@ -256,8 +261,33 @@ pub(super) fn build_models(
                 pools: pools_of_model,
                 adaptive_sync_cap,
                 caps,
+                operations,
             }),
         );
     }
     out
+}
+
+/// A model's operation allowlist; `None` allows every operation Spillway knows.
+fn build_operations(at: &str, names: Option<Vec<String>>, problems: &mut Problems) -> Operations {
+    let Some(names) = names else {
+        return Operations::ALL;
+    };
+    let mut set = Operations::NONE;
+    for (i, name) in names.iter().enumerate() {
+        match Operation::from_name(name) {
+            Some(op) => set = set.with(op),
+            None => {
+                let known: Vec<_> = Operation::ALL.iter().map(|o| o.as_str()).collect();
+                problems.push(
+                    format!("{at}.operations[{i}]"),
+                    format!("unknown operation `{name}` (known: {})", known.join(", ")),
+                )
+            }
+        }
+    }
+    if names.is_empty() {
+        problems.push(format!("{at}.operations"), "allows no operation");
+    }
+    set
 }
