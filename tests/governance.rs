@@ -154,6 +154,20 @@ async fn tenant_and_model_overrides_apply_most_specific_first() {
     );
 }
 
+/// `best_of` completions are generated upstream whatever `n` is, so they share the cap.
+#[tokio::test]
+async fn best_of_counts_against_the_cap() {
+    let (sim, gw) = default_setup().await;
+    let a = post_json(
+        &gw.url("/openai/deployments/mini/completions?api-version=2024-10-21"),
+        TENANT_KEY,
+        r#"{"prompt":"Say hello","max_tokens":1500,"best_of":20}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(upstream_limit(&sim, "max_tokens"), 100);
+}
+
 #[tokio::test]
 async fn bad_bodies_never_reach_upstream() {
     let (sim, gw) = default_setup().await;
@@ -161,8 +175,15 @@ async fn bad_bodies_never_reach_upstream() {
     let a = post_json(&url, TENANT_KEY, r#"{"messages": [ "#).await;
     assert_eq!(a.status, 400);
     assert_eq!(a.json()["error"]["code"], "BadRequest");
-    let a = post_json(&url, TENANT_KEY, r#"{"max_tokens": "lots"}"#).await;
-    assert_eq!(a.status, 400);
+    for bad in [
+        r#"{"max_tokens": "lots"}"#,
+        r#"{"max_tokens": 0}"#,
+        r#"{"max_completion_tokens": 0}"#,
+        r#"{"best_of": 0}"#,
+    ] {
+        let a = post_json(&url, TENANT_KEY, bad).await;
+        assert_eq!(a.status, 400, "{bad}: {}", a.text());
+    }
     let a = call(
         "POST",
         &url,

@@ -29,6 +29,8 @@ struct Top<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     n: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
+    best_of: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
     messages: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     input: Option<&'a RawValue>,
@@ -56,6 +58,9 @@ pub struct JsonBody {
     pub stream: bool,
     pub stream_options: Option<Span>,
     pub n: u64,
+    /// Completions generated server-side to return the best `n` (legacy completions): each
+    /// may be as long as the limit, so it counts against the cap like `n`.
+    pub best_of: u64,
     /// Where the prompt is (`messages`, `input` or `prompt`), for token counting.
     pub prompt: Option<Span>,
     /// Offset of the object's closing brace, where new fields are appended.
@@ -79,9 +84,25 @@ fn token_limit(
         // An explicit null means "no limit": treated as absent, and rewritten when capped.
         return Ok(Some((span_of(body, raw), u64::MAX)));
     }
+    // 0 is refused rather than passed on: it asks for nothing, and Azure answers it with an
+    // error after the request has been admitted and counted.
     let n: u64 = serde_json::from_str(raw.get())
-        .map_err(|_| BodyError(format!("`{name}` must be a non-negative integer")))?;
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| BodyError(format!("`{name}` must be an integer of at least 1")))?;
     Ok(Some((span_of(body, raw), n)))
+}
+
+/// A choice count (`n`, `best_of`): absent or null is 1.
+fn choices(name: &str, raw: Option<&RawValue>) -> Result<u64, BodyError> {
+    match raw {
+        None => Ok(1),
+        Some(r) if r.get() == "null" => Ok(1),
+        Some(r) => serde_json::from_str::<u64>(r.get())
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| BodyError(format!("`{name}` must be an integer of at least 1"))),
+    }
 }
 
 impl JsonBody {
@@ -120,14 +141,8 @@ impl JsonBody {
                 _ => return Err(BodyError("`stream` must be a boolean".into())),
             },
         };
-        let n = match top.n {
-            None => 1,
-            Some(r) if r.get() == "null" => 1,
-            Some(r) => serde_json::from_str::<u64>(r.get())
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| BodyError("`n` must be an integer of at least 1".into()))?,
-        };
+        let n = choices("n", top.n)?;
+        let best_of = choices("best_of", top.best_of)?;
         Ok(JsonBody {
             model,
             max_tokens: token_limit(body, "max_tokens", top.max_tokens)?,
@@ -140,6 +155,7 @@ impl JsonBody {
             stream,
             stream_options: top.stream_options.map(|r| span_of(body, r)),
             n,
+            best_of,
             prompt: top
                 .messages
                 .or(top.input)
@@ -149,6 +165,11 @@ impl JsonBody {
             has_members,
             raw,
         })
+    }
+
+    /// How many completions the request may generate, each up to the limit.
+    pub fn generated(&self) -> u64 {
+        self.n.max(self.best_of)
     }
 
     /// The prompt part of the body (`messages`, `input` or `prompt`), as raw JSON.
@@ -247,6 +268,11 @@ mod tests {
             r#"{"max_tokens":"many"}"#,
             r#"{"stream":"yes"}"#,
             r#"{"n":0}"#,
+            r#"{"best_of":0}"#,
+            r#"{"best_of":"3"}"#,
+            r#"{"max_tokens":0}"#,
+            r#"{"max_completion_tokens":0}"#,
+            r#"{"max_output_tokens":0}"#,
             r#"{"model":5}"#,
             r#"{"max_tokens":10,"max_tokens":9000}"#,
         ] {

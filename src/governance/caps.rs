@@ -88,12 +88,12 @@ pub fn decide(
             _ => (policy.sync_max_tokens, CapReason::SyncCap),
         }
     };
-    let n = body.n.max(1);
-    // `n` choices each as long as the limit: the cap bounds their sum.
+    let n = body.generated();
+    // `n` (or `best_of`) completions each as long as the limit: the cap bounds their sum.
     let per_choice_cap = u64::from(cap) / n;
     if per_choice_cap == 0 {
         return Err(CapRejected(format!(
-            "n={n} choices cannot fit the output cap of {cap} tokens; lower n"
+            "{n} choices (n, best_of) cannot fit the output cap of {cap} tokens; lower them"
         )));
     }
     let (applied, reason) = match requested {
@@ -125,7 +125,7 @@ pub fn decide(
 
 fn reject_message(requested: u64, n: u64, cap: u32, stream: bool, policy: &CapPolicy) -> String {
     let asked = if n > 1 {
-        format!("{requested} output tokens for each of n={n} choices")
+        format!("{requested} output tokens for each of {n} choices (n, best_of)")
     } else {
         format!("{requested} output tokens")
     };
@@ -273,6 +273,23 @@ mod tests {
         assert_eq!(v["max_tokens"], 500);
         let b = body(r#"{"n":3000}"#);
         assert!(decide(&b, &POLICY, None).is_err());
+    }
+
+    #[test]
+    fn best_of_counts_like_n() {
+        let (c, v) = rewrite(
+            r#"{"prompt":"x","max_tokens":1500,"best_of":20}"#,
+            Operation::Completions,
+            None,
+        );
+        assert_eq!((c.applied, c.total_output), (100, 2000));
+        assert_eq!(v["max_tokens"], 100);
+        let (c, _) = rewrite(
+            r#"{"prompt":"x","max_tokens":1500,"n":2,"best_of":4}"#,
+            Operation::Completions,
+            None,
+        );
+        assert_eq!(c.total_output, 2000);
     }
 
     #[test]
