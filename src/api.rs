@@ -3,4 +3,6 @@
 
 pub mod route;
 
-pub use route::{classify, is_alias, presented_key, Operation, Operations, Route, Shape};
+pub use route::{
+    classify, is_alias, presented_key, Operation, Operations, Presented, Route, Shape,
+};

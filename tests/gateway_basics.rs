@@ -80,6 +80,18 @@ async fn missing_or_wrong_key_gets_azure_401_and_never_reaches_upstream() {
             ("authorization", "Basic dGVuYW50LWtleQ=="),
             ("content-type", "application/json"),
         ],
+        // A valid key with a second, different credential: which one counts is not the
+        // client's choice.
+        vec![
+            ("api-key", TENANT_KEY),
+            ("api-key", "bogus-key-123"),
+            ("content-type", "application/json"),
+        ],
+        vec![
+            ("api-key", TENANT_KEY),
+            ("authorization", "Bearer bogus-key-123"),
+            ("content-type", "application/json"),
+        ],
     ] {
         let a = call("POST", &gw.url(&chat_path("mini")), &headers, chat_body("")).await;
         assert_eq!(a.status, 401);

@@ -158,15 +158,45 @@ pub fn classify(method: &http::Method, path: &str) -> Option<Route> {
     })
 }
 
-/// The key a client presented: `api-key`, else `Authorization: Bearer`.
-pub fn presented_key<'a>(
-    api_key: Option<&'a [u8]>,
-    authorization: Option<&'a [u8]>,
-) -> Option<&'a str> {
-    if let Some(k) = api_key.and_then(|v| std::str::from_utf8(v).ok()) {
-        return Some(k.trim());
+/// The credential a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'a> {
+    /// None, or none that could be a key.
+    Missing,
+    /// One key, in `api-key` or `Authorization: Bearer` (or repeated, always the same).
+    Key(&'a str),
+    /// Two credentials that differ: refused, because which one a server would use is
+    /// exactly what an attacker who adds a header hopes to choose.
+    Conflicting,
+}
+
+/// The credential in `api-key` headers and `Authorization` headers, every one of them.
+pub fn presented_key(headers: &http::HeaderMap) -> Presented<'_> {
+    let api_keys = headers
+        .get_all("api-key")
+        .iter()
+        .map(|v| std::str::from_utf8(v.as_bytes()).ok().map(str::trim));
+    let bearers = headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .map(|v| bearer(v.as_bytes()));
+    let mut found = None;
+    for key in api_keys.chain(bearers) {
+        match found {
+            None => found = Some(key),
+            Some(seen) if seen == key => {}
+            Some(_) => return Presented::Conflicting,
+        }
     }
-    let auth = std::str::from_utf8(authorization?).ok()?.trim();
+    match found.flatten() {
+        Some(key) if !key.is_empty() => Presented::Key(key),
+        _ => Presented::Missing,
+    }
+}
+
+/// The token of `Bearer TOKEN`; `None` for any other scheme.
+fn bearer(value: &[u8]) -> Option<&str> {
+    let auth = std::str::from_utf8(value).ok()?.trim();
     let (scheme, token) = auth.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -277,12 +307,42 @@ mod tests {
             .all(|op| Operations::ALL.contains(op)));
     }
 
+    /// What `presented_key` makes of these headers, as its `Debug` text.
+    fn key_of(headers: &[(&'static str, &'static str)]) -> String {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in headers {
+            map.append(*name, http::HeaderValue::from_static(value));
+        }
+        format!("{:?}", presented_key(&map))
+    }
+
     #[test]
-    fn reads_either_key_header() {
-        assert_eq!(presented_key(Some(b"k1"), Some(b"Bearer k2")), Some("k1"));
-        assert_eq!(presented_key(None, Some(b"Bearer k2")), Some("k2"));
-        assert_eq!(presented_key(None, Some(b"bearer  k3 ")), Some("k3"));
-        assert_eq!(presented_key(None, Some(b"Basic abc")), None);
-        assert_eq!(presented_key(None, None), None);
+    fn reads_either_key_header_and_refuses_two_that_differ() {
+        assert_eq!(key_of(&[("api-key", "k1")]), r#"Key("k1")"#);
+        assert_eq!(key_of(&[("authorization", "Bearer k2")]), r#"Key("k2")"#);
+        assert_eq!(key_of(&[("authorization", "bearer  k3 ")]), r#"Key("k3")"#);
+        assert_eq!(
+            key_of(&[("api-key", "k1"), ("api-key", "k1")]),
+            r#"Key("k1")"#
+        );
+        assert_eq!(
+            key_of(&[("api-key", "k1"), ("authorization", "Bearer k1")]),
+            r#"Key("k1")"#
+        );
+        assert_eq!(
+            key_of(&[("api-key", "k1"), ("api-key", "k2")]),
+            "Conflicting"
+        );
+        assert_eq!(
+            key_of(&[("api-key", "k1"), ("authorization", "Bearer k2")]),
+            "Conflicting"
+        );
+        assert_eq!(
+            key_of(&[("api-key", "k1"), ("authorization", "Basic abc")]),
+            "Conflicting"
+        );
+        assert_eq!(key_of(&[("authorization", "Basic abc")]), "Missing");
+        assert_eq!(key_of(&[("api-key", "")]), "Missing");
+        assert_eq!(key_of(&[]), "Missing");
     }
 }

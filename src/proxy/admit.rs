@@ -5,7 +5,7 @@
 use super::ctx::{Admission, RequestBody, RequestCtx};
 use super::read_body::{read_whole_body, ReadBodyError};
 use super::reply::Reply;
-use crate::api::{classify, presented_key, Shape};
+use crate::api::{classify, presented_key, Presented, Shape};
 use crate::governance::body::JsonBody;
 use crate::governance::budget::{BudgetStore, OverBudget};
 use crate::governance::{caps, prompt};
@@ -63,17 +63,13 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Re
     let Some(mut route) = classify(&req.method, req.uri.path()) else {
         return Err(Reply::not_found());
     };
-    let headers = &session.req_header().headers;
-    let key = presented_key(
-        headers.get("api-key").map(|v| v.as_bytes()),
-        headers
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes()),
-    );
-    let tenant = key
-        .and_then(|k| ctx.config.tenants.authenticate(k))
-        .cloned()
-        .ok_or_else(Reply::unauthorized)?;
+    let headers = &req.headers;
+    let tenant = match presented_key(headers) {
+        Presented::Key(k) => ctx.config.tenants.authenticate(k).cloned(),
+        Presented::Conflicting => return Err(Reply::conflicting_credentials()),
+        Presented::Missing => None,
+    }
+    .ok_or_else(Reply::unauthorized)?;
     ctx.tenant = Some(tenant.clone());
     // The v1 shape names the model in the body, so its body is always parsed.
     let parse = route.operation.is_generation() || route.shape == Shape::V1;

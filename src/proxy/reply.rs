@@ -40,6 +40,14 @@ impl Reply {
         )
     }
 
+    pub fn conflicting_credentials() -> Self {
+        Reply::new(
+            401,
+            "401",
+            "The request carries more than one credential (api-key or Authorization headers) and they differ. Send one key.",
+        )
+    }
+
     pub fn unknown_model(alias: &str) -> Self {
         Reply::new(
             404,
