@@ -3,7 +3,7 @@
 mod policy;
 mod pools;
 
-use super::error::{ConfigError, Problems};
+use super::error::{redact_values, ConfigError, Problems};
 use super::file::FileConfig;
 use super::runtime::*;
 use super::{env, Secret};
@@ -42,9 +42,13 @@ pub fn from_yaml(
                 .location()
                 .map(|l| format!("line {} column {}", l.line(), l.column()))
                 .unwrap_or_else(|| "(file)".into());
-            // serde_yaml's message starts with the field path; secrets are never echoed
-            // because it reports types and names, not string values.
-            return Err(ConfigError::single(file, field, e.to_string()));
+            // serde_yaml's message starts with the field path, and quotes the value it could
+            // not use: a key given the wrong type would be printed, so values are cut out.
+            return Err(ConfigError::single(
+                file,
+                field,
+                redact_values(&e.to_string()),
+            ));
         }
     };
     for path in unknown {
@@ -195,7 +199,7 @@ fn field_path(path: &serde_ignored::Path<'_>) -> String {
 fn build_server(value: Option<serde_yaml::Value>, problems: &mut Problems) -> Option<ServerConf> {
     let conf: Result<ServerConf, String> = match value {
         None => Ok(ServerConf::default()),
-        Some(v) => serde_yaml::from_value(v).map_err(|e| e.to_string()),
+        Some(v) => serde_yaml::from_value(v).map_err(|e| redact_values(&e.to_string())),
     };
     match conf.and_then(|c| c.validate().map_err(|e| e.to_string())) {
         Ok(c) => {

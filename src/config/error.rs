@@ -49,6 +49,46 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A serde message with every string and character value it quotes replaced by `(value not
+/// shown)`: serde prints what it could not use (`invalid type: string "…", expected a
+/// sequence`), and in a config that value may be a key. Types, field paths and the names
+/// of unknown enum variants (in backticks, never secret) stay.
+pub fn redact_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let next = ["string \"", "character '"]
+            .iter()
+            .filter_map(|open| rest.find(open).map(|at| (at, *open)))
+            .min();
+        let Some((at, open)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        let kind = &open[..open.len() - 1];
+        out.push_str(&rest[..at]);
+        out.push_str(kind);
+        out.push_str("(value not shown)");
+        let quote = open.chars().last().unwrap_or('"');
+        // The value is Debug-escaped: skip to the first quote that is not escaped.
+        let mut chars = rest[at + open.len()..].char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            if c == '\\' {
+                chars.next();
+            } else if c == quote {
+                end = Some(i);
+                break;
+            }
+        }
+        let start = at + open.len();
+        rest = match end {
+            Some(i) => &rest[start + i + 1..],
+            None => "",
+        };
+    }
+}
+
 /// Collects problems while a file is converted, so that one run reports all of them.
 #[derive(Default)]
 pub struct Problems(Vec<Problem>);

@@ -142,6 +142,73 @@ fn secrets_never_appear_in_errors() {
     assert!(!err.contains("search-secret"), "{err}");
 }
 
+/// The hardening review put a key where a list belongs and serde_yaml quoted it back in the
+/// error (and so in `-t`, `/status` and the log). Every wrongly typed secret is now cut out,
+/// while the field and the expected type remain.
+#[test]
+fn wrongly_typed_secrets_are_not_echoed() {
+    for (from, to) in [
+        (
+            r#"api_keys: ["${SEARCH_KEY}", "literal-key"]"#,
+            r#"api_keys: "demo-key-LEAK1""#,
+        ),
+        (
+            r#"api_keys: ["${SEARCH_KEY}", "literal-key"]"#,
+            "api_keys: {demo-key-LEAK1: 1}",
+        ),
+        (
+            r#"api_key: "${EASTUS_KEY}""#,
+            "api_key: {k: demo-key-LEAK1}",
+        ),
+        ("kind: provisioned", "kind: {demo-key-LEAK1: x}"),
+        ("threads: 2", "threads: demo-key-LEAK1"),
+        (
+            "spill_at_utilization: 85",
+            r#"spill_at_utilization: "demo-key-\"LEAK1""#,
+        ),
+    ] {
+        let text = GOOD.replace(from, to);
+        assert_ne!(text, GOOD, "{from}");
+        let err = parse_str(&text).unwrap_err().to_string();
+        assert!(!err.contains("LEAK1"), "{to}: {err}");
+        assert!(
+            err.contains("line ") || err.contains("server"),
+            "{to}: {err}"
+        );
+    }
+    let err = parse_str(&GOOD.replace(
+        r#"api_keys: ["${SEARCH_KEY}", "literal-key"]"#,
+        r#"api_keys: "demo-key-LEAK1""#,
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("tenants[0].api_keys") && err.contains("expected a sequence"),
+        "{err}"
+    );
+}
+
+#[test]
+fn redaction_keeps_everything_but_the_values() {
+    use super::error::redact_values;
+    assert_eq!(
+        redact_values(r#"a: invalid type: string "k\"ey", expected u32 at line 3"#),
+        "a: invalid type: string (value not shown), expected u32 at line 3"
+    );
+    assert_eq!(
+        redact_values("invalid type: character 'x', expected a map"),
+        "invalid type: character (value not shown), expected a map"
+    );
+    assert_eq!(
+        redact_values("unknown variant `spot`, expected one of"),
+        "unknown variant `spot`, expected one of"
+    );
+    assert_eq!(
+        redact_values(r#"string "unterminated"#),
+        "string (value not shown)"
+    );
+}
+
 #[test]
 fn bad_values_are_named() {
     let text = GOOD.replace("kind: standard", "kind: spot");
