@@ -5,7 +5,7 @@ use super::attempt::Outcome;
 use super::ctx::{RequestCtx, Tap};
 use super::usage::JsonUsage;
 use crate::governance::budget::BudgetStore;
-use crate::stream::SseTap;
+use crate::stream::{SseTap, Usage};
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use std::time::Instant;
@@ -50,22 +50,43 @@ pub fn finish_response(ctx: &mut RequestCtx, now: Instant) {
         return;
     }
     served.finished = Some(now);
-    match std::mem::take(&mut served.tap) {
-        Tap::None => {}
-        Tap::Json(mut u) => served.usage = u.finish(),
+    let usage = match std::mem::take(&mut served.tap) {
+        Tap::None => None,
+        Tap::Json(mut u) => u.finish(),
         Tap::Sse(tap) => {
             let summary = tap.summary(ctx.started);
             let prompt = ctx.admission.as_ref().map_or(0, |a| a.prompt_tokens);
-            served.usage = summary.usage.or_else(|| {
+            let usage = summary.usage.unwrap_or(Usage {
                 // A cut stream: count what was streamed, marked as estimated in the log.
-                Some(crate::stream::Usage {
-                    prompt_tokens: prompt,
-                    completion_tokens: summary.content_deltas,
-                    total_tokens: prompt + summary.content_deltas,
-                })
+                prompt_tokens: prompt,
+                completion_tokens: summary.content_deltas,
+                total_tokens: prompt.saturating_add(summary.content_deltas),
             });
             served.stream = Some(summary);
+            Some(usage)
         }
+    };
+    let admitted_output = ctx.upstream.capped.as_ref().map(|c| c.total_output);
+    served.usage = usage.map(|u| believable(u, admitted_output));
+}
+
+/// No model's context window holds more prompt tokens than this; a larger figure comes from a
+/// broken or hostile upstream, not from work done.
+const MAX_PROMPT_TOKENS: u64 = 4_000_000;
+
+/// Usage as far as it can be true, so that no upstream number can wrap a sum, make a tenant
+/// wait for ages or inflate a metric: completion tokens are at most the output the request
+/// was admitted with (the limit sent upstream times its choices), prompt tokens at most
+/// [`MAX_PROMPT_TOKENS`], and the total is their sum.
+fn believable(u: Usage, admitted_output: Option<u64>) -> Usage {
+    let prompt_tokens = u.prompt_tokens.min(MAX_PROMPT_TOKENS);
+    let completion_tokens = u
+        .completion_tokens
+        .min(admitted_output.unwrap_or(MAX_PROMPT_TOKENS));
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
     }
 }
 
@@ -78,9 +99,7 @@ pub fn settle(ctx: &mut RequestCtx) {
     }
     let now = tokio::time::Instant::now();
     let served = &ctx.served;
-    let actual = served
-        .usage
-        .map(|u| u.total_tokens.max(u.prompt_tokens + u.completion_tokens));
+    let actual = served.usage.map(|u| u.total_tokens);
     let charged = ctx.admission.as_mut().and_then(|a| a.charged.take());
     if let (Some(tenant), Some(charged)) = (&ctx.tenant, charged) {
         // Without usage (an error before any output) the estimate stands: an upper bound.
@@ -105,5 +124,33 @@ pub fn settle(ctx: &mut RequestCtx) {
             .state
             .rate
             .record(u.completion_tokens, end.duration_since(a.started), now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(p: u64, c: u64, t: u64) -> Usage {
+        Usage {
+            prompt_tokens: p,
+            completion_tokens: c,
+            total_tokens: t,
+        }
+    }
+
+    #[test]
+    fn usage_is_believed_only_within_what_was_admitted() {
+        assert_eq!(believable(usage(5, 7, 12), Some(100)), usage(5, 7, 12));
+        assert_eq!(
+            believable(usage(5, u64::MAX, u64::MAX), Some(100)),
+            usage(5, 100, 105)
+        );
+        assert_eq!(
+            believable(usage(u64::MAX, u64::MAX, 3), None),
+            usage(MAX_PROMPT_TOKENS, MAX_PROMPT_TOKENS, 2 * MAX_PROMPT_TOKENS)
+        );
+        // A total that disagrees with its parts is recomputed.
+        assert_eq!(believable(usage(5, 7, 0), Some(100)), usage(5, 7, 12));
     }
 }
