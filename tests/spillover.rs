@@ -228,7 +228,8 @@ async fn regions_answering_503_or_408_are_ejected_and_recover() {
         let r = regions(SimMode::Unlimited, |c| {
             no_active_checks(c)
                 .set("routing.eject_after_failures", 2)
-                .set("routing.eject_ms", 300)
+                // Long enough that six requests on a loaded machine fit inside it.
+                .set("routing.eject_ms", 1000)
         })
         .await;
         r.ptu.set_fault(Fault::Status {
@@ -248,7 +249,12 @@ async fn regions_answering_503_or_408_are_ejected_and_recover() {
         let st = r.deployment_status("eastus-ptu").await;
         assert!(st["ejected_ms"].as_u64().unwrap() > 0, "{st}");
         r.ptu.set_fault(Fault::None);
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        wait_until(
+            "the ejection to expire",
+            Duration::from_secs(10),
+            async || r.deployment_status("eastus-ptu").await["ejected_ms"] == 0,
+        )
+        .await;
         assert_eq!(
             ask(&r, chat_body("")).await.header("x-ms-deployment-name"),
             Some("eastus-ptu")
