@@ -3,12 +3,16 @@
 
 use crate::admin::Admin;
 use crate::config::Loaded;
+use crate::edge::EdgeApp;
 use crate::ops::health::HealthChecker;
 use crate::ops::reload::Reloader;
 use crate::ops::signals::DrainingSignals;
 use crate::proxy::Gateway;
 use crate::shared::Shared;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TlsAccept};
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
@@ -22,25 +26,43 @@ pub fn build(loaded: Loaded, opt: Opt, config_path: Option<PathBuf>) -> (Server,
     let listen = config.listen.clone();
     let admin_listen = config.admin_listen.clone();
     let read_buffer = config.client_read_buffer;
+    let config_limits = config.client_limits;
     let shared = Shared::new(config, config_path, server.to_yaml());
     // Load the tokenizer now, not on the first request.
     crate::governance::tokens::warm_up();
     let mut srv = Server::new_with_opt_and_conf(opt, server);
     srv.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &srv.configuration,
-        Gateway::new(shared.clone()),
-        "spillway proxy",
+    let limits = config_limits;
+    let mut proxy = HttpProxy::new(Gateway::new(shared.clone()), srv.configuration.clone());
+    proxy.handle_init_modules();
+    let mut options = HttpServerOptions::default();
+    options.keepalive_request_limit = Some(limits.max_requests_per_connection);
+    // HTTP/2 idles under the same limit; its heads are bounded by h2 itself.
+    options.h2_idle_timeout = Some(limits.idle_timeout);
+    proxy.server_options = Some(options);
+    let mut proxy = Service::new(
+        "spillway proxy".to_string(),
+        EdgeApp::new(proxy, shared.clone()),
     );
-    for addr in &listen {
+    for (i, listener) in listen.iter().enumerate() {
         // Pingora reads each client connection through a 64 KiB buffer by default; a long
         // stream holds its connection for minutes, so a smaller one saves memory per stream.
         let buffers = L4BufferSettings {
             read: Some(read_buffer),
             write: None,
         };
-        proxy.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(buffers));
+        let mut endpoint = ListenerConfig::tcp(listener.addr.as_str()).l4_buffer(buffers);
+        if let (Some(tls), Some(Some(resolver))) = (&listener.tls, shared.certs.get(i)) {
+            let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
+                .expect("TLS settings from a resolver");
+            settings.set_cert_resolver(resolver.clone());
+            if tls.http2 {
+                settings.enable_h2();
+            }
+            endpoint = endpoint.tls(settings);
+        }
+        proxy.add_listener(endpoint);
     }
     srv.add_service(proxy);
     srv.add_service(background_service(
@@ -59,6 +81,12 @@ pub fn build(loaded: Loaded, opt: Opt, config_path: Option<PathBuf>) -> (Server,
     }
     (srv, shared)
 }
+
+/// The TLS listener needs no hook of its own: certificates come from the resolver.
+struct NoCallbacks;
+
+#[async_trait::async_trait]
+impl TlsAccept for NoCallbacks {}
 
 /// Runs a gateway until a signal stops it (SIGTERM drains first; see `ops::signals`).
 pub fn run(server: Server, shared: Arc<Shared>) -> ! {

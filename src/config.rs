@@ -7,6 +7,7 @@ mod error;
 pub mod file;
 mod runtime;
 mod secret;
+pub mod tls;
 
 pub use build::Loaded;
 pub use error::{ConfigError, Problem};

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod edge;
 pub mod governance;
 pub mod ops;
 pub mod proxy;

@@ -1,9 +1,11 @@
 //! State shared by every service of one gateway process: the current config (swapped whole
 //! on reload, read lock-free per request) and where it came from.
 
+use crate::config::CertResolver;
 use crate::config::Config;
 use crate::routing::retry_budget::RetryBudget;
 use crate::telemetry::access::{AccessLog, Sink};
+use crate::telemetry::edge::EdgeCounters;
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -21,6 +23,10 @@ pub struct Shared {
     /// Process-wide, so that no reload resets it.
     pub retry_budget: RetryBudget,
     pub metrics: Metrics,
+    /// Open client connections and the edge limits that fired.
+    pub edge: Arc<EdgeCounters>,
+    /// One certificate resolver per TLS listener (by `listen` index), updated on reload.
+    pub certs: Vec<Option<Arc<CertResolver>>>,
     pub access_log: AccessLog,
     /// Set on SIGTERM or upgrade: /readyz and the client health path turn unready.
     pub draining: AtomicBool,
@@ -37,8 +43,20 @@ impl Shared {
             log::error!("cannot open the access log {sink:?}: {e}; access logging is off");
             AccessLog::off()
         });
+        let metrics = Metrics::default();
+        let certs = config
+            .listen
+            .iter()
+            .map(|l| {
+                l.tls
+                    .as_ref()
+                    .map(|t| Arc::new(CertResolver::new(t.key.clone())))
+            })
+            .collect();
         Arc::new(Shared {
-            metrics: Metrics::default(),
+            edge: Arc::new(EdgeCounters::new(&metrics)),
+            certs,
+            metrics,
             access_log,
             draining: AtomicBool::new(false),
             last_reload: Mutex::new(None),
@@ -55,9 +73,20 @@ impl Shared {
         self.config.load_full()
     }
 
-    /// Installs a new config for requests that start from now on.
+    /// Installs a new config for requests that start from now on, and its certificates for
+    /// handshakes from now on (listeners themselves change only with an upgrade).
     pub fn swap_config(&self, config: Config) {
+        self.install_certs(&config);
         self.config.store(Arc::new(config));
+    }
+
+    /// Serves `config`'s certificates from the next handshake on.
+    pub fn install_certs(&self, config: &Config) {
+        for (resolver, listener) in self.certs.iter().zip(&config.listen) {
+            if let (Some(r), Some(tls)) = (resolver, &listener.tls) {
+                r.set(tls.key.clone());
+            }
+        }
     }
 
     pub fn is_draining(&self) -> bool {

@@ -1,4 +1,5 @@
 //! Telemetry: Prometheus metrics (`metrics`) and the JSON access log (`access`).
 
 pub mod access;
+pub mod edge;
 pub mod metrics;

@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["telemetry"],
     &["shared"],
+    &["edge"],
     &["proxy", "admin"],
     &["ops"],
     &["app"],

@@ -1,5 +1,6 @@
 //! Turns the file's serde structs into the runtime `Config`, collecting every problem.
 
+mod edge;
 mod policy;
 mod pools;
 
@@ -56,16 +57,11 @@ pub fn from_yaml(
     }
 
     let server = build_server(raw.server, &mut problems);
-    let listen = raw.listen.into_vec();
-    if listen.is_empty() {
-        problems.push("listen", "at least one address is required");
-    }
-    for (i, addr) in listen.iter().enumerate() {
-        check_addr(&format!("listen[{i}]"), addr, &mut problems);
-    }
+    let listen = edge::build_listeners(raw.listen.into_vec(), file, &mut problems);
+    let client_limits = edge::build_client_limits(&raw.client_limits, &mut problems);
     if let Some(addr) = &raw.admin_listen {
         check_addr("admin_listen", addr, &mut problems);
-        if listen.contains(addr) {
+        if listen.iter().any(|l| &l.addr == addr) {
             problems.push("admin_listen", "must differ from every `listen` address");
         }
     }
@@ -154,6 +150,7 @@ pub fn from_yaml(
         server,
         config: Config {
             listen,
+            client_limits,
             admin_listen: raw.admin_listen,
             access_log: raw.access_log.unwrap_or_else(|| "stdout".into()),
             drain_delay: Duration::from_millis(raw.drain_delay_ms.unwrap_or(5000)),

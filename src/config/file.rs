@@ -14,8 +14,9 @@ pub struct FileConfig {
     /// grace_period_seconds, graceful_shutdown_timeout_seconds, ...).
     #[serde(default)]
     pub server: Option<serde_yaml::Value>,
-    /// Client-facing listener(s): one `host:port` or a list.
-    pub listen: OneOrMany,
+    /// Client-facing listener(s): one `host:port`, or a list whose items are `host:port` or
+    /// `{addr, tls: {cert, key}, http2}` for TLS on that port.
+    pub listen: OneOrMany<ListenFile>,
     /// Admin listener for /healthz, /readyz, /metrics and /status. Keep it off the public network.
     #[serde(default)]
     pub admin_listen: Option<String>,
@@ -53,6 +54,10 @@ pub struct FileConfig {
     /// Upstream timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsFile,
+    /// What one client connection may take: time for a request head and body, idle time,
+    /// head size, and how many connections may be open at once.
+    #[serde(default)]
+    pub client_limits: ClientLimitsFile,
     /// How saturation and failures move traffic.
     #[serde(default)]
     pub routing: RoutingFile,
@@ -118,16 +123,81 @@ impl Default for HealthFile {
 /// A single value or a list of them (`listen: a` or `listen: [a, b]`).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
 }
 
-impl OneOrMany {
-    pub fn into_vec(self) -> Vec<String> {
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
         match self {
             OneOrMany::One(s) => vec![s],
             OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// One client listener: a bare `host:port` (plain HTTP) or a map.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ListenFile {
+    Addr(String),
+    Full(ListenerFile),
+}
+
+/// A client listener written out in full.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    /// `host:port` to bind.
+    pub addr: String,
+    /// Serve TLS on this port with these PEM files (re-read when they or the config change).
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
+    /// Offer HTTP/2 by ALPN (TLS only). Default true.
+    #[serde(default)]
+    pub http2: Option<bool>,
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: String,
+    pub key: String,
+}
+
+/// Limits on each client connection, with defaults a public edge needs.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientLimitsFile {
+    /// The whole request head (request line and headers) must arrive within this time, from
+    /// its first byte (or from accepting the connection, for the first request).
+    pub head_timeout_ms: u64,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Largest request head in bytes; a larger one closes the connection.
+    pub max_head_bytes: usize,
+    /// The whole request body must arrive within this time (answered 408 otherwise).
+    pub body_timeout_ms: u64,
+    /// A client that accepts no response bytes for this long is cut off.
+    pub send_timeout_ms: u64,
+    /// Open client connections (per process) beyond which new ones are closed at once.
+    pub max_connections: usize,
+    /// Requests served on one keep-alive connection before it is closed.
+    pub max_requests_per_connection: u32,
+}
+
+impl Default for ClientLimitsFile {
+    fn default() -> Self {
+        ClientLimitsFile {
+            head_timeout_ms: 10_000,
+            idle_timeout_ms: 120_000,
+            max_head_bytes: 32 * 1024,
+            body_timeout_ms: 60_000,
+            send_timeout_ms: 60_000,
+            max_connections: 10_000,
+            max_requests_per_connection: 10_000,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The validated configuration the gateway runs on. No serde here: it is built once per
 //! load by `build.rs`, shared behind an `Arc`, and swapped whole on reload.
 
+pub use super::tls::{CertResolver, TlsListener};
 use crate::api::Operations;
 use crate::config::Secret;
 use crate::governance::adaptive::AdaptivePolicy;
@@ -15,7 +16,8 @@ use std::time::Duration;
 /// Everything a request needs, immutable for the request's whole life.
 #[derive(Debug)]
 pub struct Config {
-    pub listen: Vec<String>,
+    pub listen: Vec<Listener>,
+    pub client_limits: ClientLimits,
     pub admin_listen: Option<String>,
     pub access_log: String,
     pub drain_delay: Duration,
@@ -55,6 +57,27 @@ impl Config {
             .iter()
             .flat_map(|p| p.deployments.iter().map(move |d| (p, d)))
     }
+}
+
+/// Per-connection limits, copied into each connection when it is accepted (a reload applies
+/// to connections accepted after it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    pub head_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_head_bytes: usize,
+    pub body_timeout: Duration,
+    pub send_timeout: Duration,
+    pub max_connections: usize,
+    /// Read once at start (Pingora takes it from the service's options).
+    pub max_requests_per_connection: u32,
+}
+
+/// A client listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listener {
+    pub addr: String,
+    pub tls: Option<TlsListener>,
 }
 
 /// Tenants indexed by key for a single hash lookup per request.

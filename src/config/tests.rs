@@ -61,7 +61,8 @@ fn good_config_builds() {
     let loaded = parse_str(GOOD).unwrap();
     let c = loaded.config;
     assert_eq!(loaded.server.threads, 2);
-    assert_eq!(c.listen, vec!["127.0.0.1:8080"]);
+    assert_eq!(c.listen[0].addr, "127.0.0.1:8080");
+    assert!(c.listen[0].tls.is_none());
     assert_eq!(
         c.tenants.authenticate("search-secret").unwrap().name,
         "search"

@@ -1,4 +1,4 @@
-//! Hot reload: on SIGHUP or when the config file changes, load and validate it, carry live
+//! Hot reload: on SIGHUP or when the config file (or a certificate it names) changes, load and validate it, carry live
 //! state over to deployments and tenants that remain, and swap it in atomically. Requests in
 //! flight finish on the config they started with. A bad file changes nothing: the old config
 //! keeps serving and every problem is logged and shown on /status.
@@ -33,6 +33,11 @@ fn needs_upgrade(
     if old.listen != new.listen {
         v.push("listen");
     }
+    if old.client_limits.max_requests_per_connection
+        != new.client_limits.max_requests_per_connection
+    {
+        v.push("client_limits.max_requests_per_connection");
+    }
     if old.admin_listen != new.admin_listen {
         v.push("admin_listen");
     }
@@ -63,6 +68,9 @@ pub fn reload(shared: &Shared) -> Result<Reloaded, config::ConfigError> {
             let hash = loaded.config.hash.clone();
             if hash != current.hash {
                 shared.swap_config(loaded.config);
+            } else {
+                // Same file, perhaps renewed certificates: serve them from the next handshake.
+                shared.install_certs(&loaded.config);
             }
             Ok(Reloaded {
                 hash,
@@ -118,10 +126,23 @@ impl Reloader {
     }
 }
 
-fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
-    // Follows symlinks, so a Kubernetes ConfigMap's atomic symlink swap is seen as a change.
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+/// What the watcher compares: the config file and every certificate and key it names.
+type Stamps = Vec<Option<(SystemTime, u64)>>;
+
+fn stamps(path: &std::path::Path, shared: &Shared) -> Stamps {
+    // Follows symlinks, so a Kubernetes ConfigMap's (or Secret's) atomic symlink swap is seen
+    // as a change.
+    let stamp = |p: &std::path::Path| {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    };
+    let config = shared.config();
+    let certs = config
+        .listen
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .flat_map(|t| [stamp(&t.cert_path), stamp(&t.key_path)]);
+    std::iter::once(stamp(path)).chain(certs).collect()
 }
 
 #[async_trait]
@@ -137,7 +158,7 @@ impl BackgroundService for Reloader {
                 None
             }
         };
-        let mut last = stamp(&path);
+        let mut last = stamps(&path, &self.shared);
         loop {
             let hup_recv = async {
                 match hup.as_mut() {
@@ -150,13 +171,13 @@ impl BackgroundService for Reloader {
                 _ = hup_recv => {
                     log::info!("SIGHUP: reloading {}", path.display());
                     let _ = reload(&self.shared);
-                    last = stamp(&path);
+                    last = stamps(&path, &self.shared);
                 }
                 _ = tokio::time::sleep(POLL) => {
-                    let now = stamp(&path);
-                    if now.is_some() && now != last {
-                        last = now;
+                    let now = stamps(&path, &self.shared);
+                    if now[0].is_some() && now != last {
                         let _ = reload(&self.shared);
+                        last = stamps(&path, &self.shared);
                     }
                 }
             }

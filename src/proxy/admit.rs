@@ -94,11 +94,12 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Re
     });
     let limit = ctx.config.governance.max_body_bytes;
     let read_started = std::time::Instant::now();
-    let raw = read_whole_body(session, limit).await;
+    let raw = read_whole_body(session, limit, ctx.config.client_limits.body_timeout).await;
     ctx.body_read = read_started.elapsed();
     let raw = raw.map_err(|e| match e {
         ReadBodyError::TooLarge { .. } => Reply::new(413, "RequestEntityTooLarge", e.to_string()),
         ReadBodyError::LengthRequired => Reply::new(411, "LengthRequired", e.to_string()),
+        ReadBodyError::Timeout(_) => Reply::new(408, "RequestTimeout", e.to_string()),
         ReadBodyError::Read(_) => Reply::bad_request(e.to_string()),
     })?;
 

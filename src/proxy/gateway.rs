@@ -84,6 +84,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        crate::edge::mark(session, true);
+        session.set_write_timeout(Some(ctx.config.client_limits.send_timeout));
         if session.req_header().uri.path() == HEALTH_PATH {
             ctx.probe = true;
             super::reply::health(session, self.shared.not_ready_reason()).await?;
@@ -95,9 +97,14 @@ impl ProxyHttp for Gateway {
                 Ok(false)
             }
             Err(reply) => {
-                if reply.status == 413 || reply.status == 411 {
+                if matches!(reply.status, 408 | 411 | 413) {
                     // The unread rest of the body makes the connection unusable.
                     session.set_keepalive(None);
+                }
+                if reply.status == 408 {
+                    self.shared
+                        .edge
+                        .fired(crate::telemetry::edge::Limit::BodyTimeout);
                 }
                 reply.send(session, ctx.request_id()).await?;
                 Ok(true)
@@ -253,6 +260,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // The connection's next read waits for a new request head (under the edge limits).
+        crate::edge::mark(session, false);
         if ctx.probe {
             // Balancer probes arrive every few seconds from every edge: not traffic.
             return;

@@ -16,9 +16,6 @@ use std::time::Duration;
 /// Pingora's retry buffer size (`BODY_BUF_LIMIT` in pingora-core 0.9).
 pub const RETRY_BUFFER: usize = 64 * 1024;
 
-/// How long a client may take to send its body.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Why a body was not read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadBodyError {
@@ -26,6 +23,8 @@ pub enum ReadBodyError {
     TooLarge { limit: usize },
     #[error("a request body over 64 KiB must declare its Content-Length")]
     LengthRequired,
+    #[error("the request body did not arrive within {} ms", .0.as_millis())]
+    Timeout(Duration),
     #[error("the request body could not be read: {0}")]
     Read(String),
 }
@@ -39,9 +38,14 @@ fn declared_length(session: &Session) -> Option<usize> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Reads the body (at most `limit` bytes). On success the retry buffer holds the body's tail,
-/// or the body is empty.
-pub async fn read_whole_body(session: &mut Session, limit: usize) -> Result<Bytes, ReadBodyError> {
+/// Reads the body (at most `limit` bytes, all of it within `deadline`: a timeout per read
+/// would let a client trickle a byte at a time for ever). On success the retry buffer holds
+/// the body's tail, or the body is empty.
+pub async fn read_whole_body(
+    session: &mut Session,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Bytes, ReadBodyError> {
     let declared = declared_length(session);
     if declared.is_some_and(|n| n > limit) {
         return Err(ReadBodyError::TooLarge { limit });
@@ -57,7 +61,8 @@ pub async fn read_whole_body(session: &mut Session, limit: usize) -> Result<Byte
             .await
             .map_err(|e| ReadBodyError::Read(e.to_string()))?;
     }
-    session.set_read_timeout(Some(BODY_READ_TIMEOUT));
+    session.set_read_timeout(Some(deadline));
+    let until = tokio::time::Instant::now() + deadline;
     let mut body = BytesMut::with_capacity(declared.unwrap_or(16 * 1024).min(limit));
     let mut armed = false;
     loop {
@@ -67,7 +72,8 @@ pub async fn read_whole_body(session: &mut Session, limit: usize) -> Result<Byte
             session.as_mut().enable_retry_buffering();
             armed = true;
         }
-        match session.read_request_body().await {
+        let read = tokio::time::timeout_at(until, session.read_request_body()).await;
+        match read.map_err(|_| ReadBodyError::Timeout(deadline))? {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > limit {
                     return Err(ReadBodyError::TooLarge { limit });

@@ -32,6 +32,10 @@ pub struct Metrics {
     pub overhead: Histogram,
     pub streams_cut: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    /// Open client connections (all listeners).
+    pub client_connections: prometheus::IntGauge,
+    /// Connections closed and requests refused by an edge limit, by limit.
+    pub client_limits: IntCounterVec,
     pub access_log_dropped: IntCounterVec,
     /// Gauges refreshed from live state at every scrape.
     pub inflight: IntGaugeVec,
@@ -91,7 +95,19 @@ impl Default for Metrics {
         .expect("static metric definition");
         r.register(Box::new(overhead.clone()))
             .expect("unique metric name");
+        let client_connections =
+            prometheus::IntGauge::new("client_connections", "Open client connections.")
+                .expect("static metric definition");
+        r.register(Box::new(client_connections.clone()))
+            .expect("unique metric name");
         Metrics {
+            client_connections,
+            client_limits: counter(
+                &r,
+                "client_limits_total",
+                "Client connections closed, or requests refused, by an edge limit.",
+                &["limit"],
+            ),
             requests: counter(
                 &r,
                 "requests_total",

@@ -80,27 +80,42 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub embedded: Option<Embedded>,
+    /// The client listener's `tls` section, when it serves TLS.
+    tls: Option<serde_yaml::Value>,
 }
 
 impl Gateway {
     /// Starts a gateway from `conf` on two fresh loopback ports and waits until both
     /// listeners answer.
     pub async fn start(conf: &Conf) -> Gateway {
-        Self::start_inner(conf, None).await
+        Self::start_inner(conf, None, None).await
     }
 
     /// Like `start`, but from a file at `path` that the gateway watches and reloads; change
     /// it with [`Gateway::rewrite`].
     pub async fn start_from_file(conf: &Conf, path: &Path) -> Gateway {
-        Self::start_inner(conf, Some(path)).await
+        Self::start_inner(conf, Some(path), None).await
     }
 
-    async fn start_inner(conf: &Conf, file: Option<&Path>) -> Gateway {
+    /// Like `start_from_file`, with TLS on the client listener from these PEM files.
+    pub async fn start_tls(conf: &Conf, path: &Path, cert: &Path, key: &Path) -> Gateway {
+        let mut tls = serde_yaml::Mapping::new();
+        tls.insert("cert".into(), cert.display().to_string().into());
+        tls.insert("key".into(), key.display().to_string().into());
+        Self::start_inner(conf, Some(path), Some(tls.into())).await
+    }
+
+    async fn start_inner(
+        conf: &Conf,
+        file: Option<&Path>,
+        tls: Option<serde_yaml::Value>,
+    ) -> Gateway {
         let _ = env_logger::builder().is_test(true).try_init();
         let mut gw = Gateway {
             addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             admin: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             embedded: None,
+            tls,
         };
         let yaml = gw.full(conf).yaml();
         let loaded = match file {
@@ -123,11 +138,20 @@ impl Gateway {
 
     /// `conf` with this gateway's server settings and listeners.
     fn full(&self, conf: &Conf) -> Conf {
+        let listen: serde_yaml::Value = match &self.tls {
+            None => self.addr.to_string().into(),
+            Some(tls) => {
+                let mut l = serde_yaml::Mapping::new();
+                l.insert("addr".into(), self.addr.to_string().into());
+                l.insert("tls".into(), tls.clone());
+                serde_yaml::Value::Sequence(vec![l.into()])
+            }
+        };
         conf.clone()
             .set("server.threads", 1)
             .set("server.grace_period_seconds", 0)
             .set("server.graceful_shutdown_timeout_seconds", 1)
-            .set("listen", self.addr.to_string())
+            .set("listen", listen)
             .set("admin_listen", self.admin.to_string())
     }
 

@@ -87,7 +87,7 @@ impl ProxyHttp for Governed {
 
 /// Reads, parses and caps the body; the body to send upstream, or the status to refuse with.
 async fn governed(session: &mut Session) -> std::result::Result<Bytes, u16> {
-    let raw = read_whole_body(session, 4 << 20)
+    let raw = read_whole_body(session, 4 << 20, std::time::Duration::from_secs(60))
         .await
         .map_err(|_| 413u16)?;
     if raw.is_empty() {

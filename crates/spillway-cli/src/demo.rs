@@ -118,7 +118,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
         eprintln!("spillway demo: {e} (is another demo already running?)");
         return ExitCode::FAILURE;
     }
-    let listen = loaded.config.listen[0].clone();
+    let listen = loaded.config.listen[0].addr.clone();
     let admin = loaded.config.admin_listen.clone().unwrap_or_default();
     println!(
         "\nSpillway demo\n\
