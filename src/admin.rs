@@ -11,7 +11,7 @@ use std::sync::Arc;
 /// A live view of /status: plain HTML and a few lines of script, no build step, no assets.
 const STATUS_PAGE: &str = include_str!("admin/status.html");
 
-/// Serves /healthz, /readyz, /metrics, /status and the status page at /.
+/// Serves /healthz, /readyz, /health/models, /metrics, /status and the status page at /.
 pub struct Admin {
     shared: Arc<Shared>,
 }
@@ -91,6 +91,28 @@ impl ServeHttp for Admin {
                     format!("not ready: {why}\n").into_bytes(),
                 ),
             },
+            "/health/models" => {
+                // For monitoring, not for balancers: 503 when any model has no healthy
+                // deployment, with every model's state.
+                let models = self.shared.model_health();
+                let all = models.iter().all(|(_, ok)| *ok);
+                let body: serde_json::Map<_, _> = models
+                    .into_iter()
+                    .map(|(name, ok)| {
+                        (
+                            name,
+                            (if ok { "ok" } else { "no healthy deployment" }).into(),
+                        )
+                    })
+                    .collect();
+                respond(
+                    if all { 200 } else { 503 },
+                    "application/json",
+                    serde_json::json!({ "models": body })
+                        .to_string()
+                        .into_bytes(),
+                )
+            }
             "/metrics" => {
                 self.shared.metrics.refresh(&self.shared.config());
                 match self.shared.metrics.render() {

@@ -98,24 +98,32 @@ impl Shared {
         self.spin.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Why the instance is not ready, or `None` when it is: not draining, and every model has at
-    /// least one healthy deployment.
+    /// Why the instance is not ready, or `None` when it is: its config is loaded (it is,
+    /// once the process serves) and it is not draining. One model without a healthy
+    /// deployment does not make the instance unready: every other model still needs it, and
+    /// every instance sees the same upstreams, so pulling pods out of the balancer would turn
+    /// one model's outage into everyone's. Per-model health is [`Shared::model_health`].
     pub fn not_ready_reason(&self) -> Option<String> {
-        if self.is_draining() {
-            return Some("draining".into());
-        }
+        self.is_draining().then(|| "draining".into())
+    }
+
+    /// Each model, and whether at least one of its deployments is healthy.
+    pub fn model_health(&self) -> Vec<(String, bool)> {
         let config = self.config();
-        for model in config.models.values() {
-            let usable = model.pools.iter().any(|&p| {
-                config.pools[p]
-                    .deployments
-                    .iter()
-                    .any(|d| d.state.is_healthy())
-            });
-            if !usable {
-                return Some(format!("model `{}` has no healthy deployment", model.name));
-            }
-        }
-        None
+        let mut models: Vec<_> = config
+            .models
+            .values()
+            .map(|model| {
+                let usable = model.pools.iter().any(|&p| {
+                    config.pools[p]
+                        .deployments
+                        .iter()
+                        .any(|d| d.state.is_healthy())
+                });
+                (model.name.clone(), usable)
+            })
+            .collect();
+        models.sort();
+        models
     }
 }

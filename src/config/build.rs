@@ -66,6 +66,7 @@ pub fn from_yaml(
         }
     }
 
+    let tenant_count = raw.tenants.len() as u32;
     let tenants = build_tenants(raw.tenants, lookup, previous, &mut problems);
     let sync_window = Duration::from_millis(raw.timeouts.sync_total_ms);
     let governance = build_governance(raw.governance, sync_window, &mut problems);
@@ -92,6 +93,8 @@ pub fn from_yaml(
         utilization_ttl: Duration::from_millis(r.utilization_ttl_ms),
         hysteresis_percent: r.hysteresis_percent,
         eject_after_failures: r.eject_after_failures,
+        // With fewer tenants than that, the failures of all of them are enough.
+        eject_min_sources: r.eject_min_sources.min(tenant_count).max(1),
         eject_for: Duration::from_millis(r.eject_ms),
     };
     let h = &raw.health;

@@ -79,6 +79,9 @@ pub struct RoutingFile {
     pub hysteresis_percent: f64,
     /// Consecutive connect errors, 5xx or timeouts that eject a deployment.
     pub eject_after_failures: u32,
+    /// Different tenants whose requests must be among those failures before 5xx and
+    /// timeouts eject (connect errors need none); capped at the number of tenants.
+    pub eject_min_sources: u32,
     /// First ejection's length; it doubles with each ejection in a row (up to 8x).
     pub eject_ms: u64,
 }
@@ -90,6 +93,7 @@ impl Default for RoutingFile {
             utilization_ttl_ms: 10_000,
             hysteresis_percent: 10.0,
             eject_after_failures: 3,
+            eject_min_sources: 2,
             eject_ms: 10_000,
         }
     }

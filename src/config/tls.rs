@@ -17,6 +17,18 @@ pub struct TlsListener {
     /// Offer `h2` before `http/1.1` by ALPN.
     pub http2: bool,
     pub key: Arc<CertifiedKey>,
+    /// The files' modification stamps just before they were read, so that the watcher
+    /// notices a renewal that lands between this load and its first look.
+    pub loaded: [Option<FileStamp>; 2],
+}
+
+/// A file's modification time and length, as the config watcher compares them.
+pub type FileStamp = (std::time::SystemTime, u64);
+
+/// `path`'s stamp now (following symlinks, as a Kubernetes Secret's atomic swap needs).
+pub fn stamp(path: &Path) -> Option<FileStamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 impl std::fmt::Debug for TlsListener {

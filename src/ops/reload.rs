@@ -3,6 +3,7 @@
 //! flight finish on the config they started with. A bad file changes nothing: the old config
 //! keeps serving and every problem is logged and shown on /status.
 
+use crate::config::tls::{stamp, FileStamp};
 use crate::config::{self, Config};
 use crate::shared::Shared;
 use async_trait::async_trait;
@@ -10,7 +11,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// How often the file's metadata is looked at.
 const POLL: Duration = Duration::from_secs(1);
@@ -127,21 +128,20 @@ impl Reloader {
 }
 
 /// What the watcher compares: the config file and every certificate and key it names.
-type Stamps = Vec<Option<(SystemTime, u64)>>;
+type Stamps = Vec<Option<FileStamp>>;
 
-fn stamps(path: &std::path::Path, shared: &Shared) -> Stamps {
-    // Follows symlinks, so a Kubernetes ConfigMap's (or Secret's) atomic symlink swap is seen
-    // as a change.
-    let stamp = |p: &std::path::Path| {
-        let m = std::fs::metadata(p).ok()?;
-        Some((m.modified().ok()?, m.len()))
-    };
+/// The stamps on disk now; with `as_loaded`, the certificates' stamps from when the running
+/// config read them instead, so a renewal between that load and the watcher's start counts.
+fn stamps(path: &std::path::Path, shared: &Shared, as_loaded: bool) -> Stamps {
     let config = shared.config();
     let certs = config
         .listen
         .iter()
         .filter_map(|l| l.tls.as_ref())
-        .flat_map(|t| [stamp(&t.cert_path), stamp(&t.key_path)]);
+        .flat_map(|t| match as_loaded {
+            true => t.loaded,
+            false => [stamp(&t.cert_path), stamp(&t.key_path)],
+        });
     std::iter::once(stamp(path)).chain(certs).collect()
 }
 
@@ -158,7 +158,7 @@ impl BackgroundService for Reloader {
                 None
             }
         };
-        let mut last = stamps(&path, &self.shared);
+        let mut last = stamps(&path, &self.shared, true);
         loop {
             let hup_recv = async {
                 match hup.as_mut() {
@@ -171,13 +171,17 @@ impl BackgroundService for Reloader {
                 _ = hup_recv => {
                     log::info!("SIGHUP: reloading {}", path.display());
                     let _ = reload(&self.shared);
-                    last = stamps(&path, &self.shared);
+                    last = stamps(&path, &self.shared, false);
                 }
                 _ = tokio::time::sleep(POLL) => {
-                    let now = stamps(&path, &self.shared);
+                    let now = stamps(&path, &self.shared, false);
                     if now[0].is_some() && now != last {
+                        // What was seen before the reload: a file that changes while it
+                        // runs (a key renewed just after its certificate) is seen next time.
+                        // If the reload named other certificates, their stamps differ next
+                        // time too, which costs one reload that changes nothing.
+                        last = now;
                         let _ = reload(&self.shared);
-                        last = stamps(&path, &self.shared);
                     }
                 }
             }

@@ -4,7 +4,7 @@
 
 use crate::config::{Config, Deployment};
 use crate::routing::select::Choice;
-use crate::routing::state::{Lease, RoutingPolicy, Skip};
+use crate::routing::state::{Failure, Lease, RoutingPolicy, Skip};
 use pingora::http::ResponseHeader;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +43,25 @@ impl Outcome {
     }
 }
 
+/// What the gateway knows of the request an attempt carries, to blame its failures fairly.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin {
+    /// The tenant's identity, stable across reloads.
+    pub source: u64,
+    /// Output tokens the request may generate.
+    pub output: u64,
+    /// A stream's first byte comes with its first token, however long it is.
+    pub stream: bool,
+}
+
+/// Azure answers a synchronous request that runs past its own window with 408.
+const AZURE_SYNC_WINDOW: Duration = Duration::from_secs(60);
+
+/// The output rate assumed before a deployment has been measured: slower than any
+/// GPT-4o-mini deployment (8-10 ms per token is 100-125 tokens/s), so that a request is
+/// blamed for its own size rather than the deployment for being slow.
+const ASSUMED_TOKENS_PER_SECOND: f64 = 50.0;
+
 /// One upstream attempt, as the access log and `x-spillway-attempts` report it.
 #[derive(Debug)]
 pub struct Attempt {
@@ -51,6 +70,7 @@ pub struct Attempt {
     pub started: std::time::Instant,
     /// Why the model's first pool was passed over for this attempt, if it was.
     pub spilled: Option<Skip>,
+    origin: Origin,
     status: u16,
     outcome: Outcome,
     /// Held from the start until the attempt is released or settled.
@@ -60,13 +80,14 @@ pub struct Attempt {
 impl Attempt {
     /// Starts an attempt on the chosen deployment with `tokens` (prompt plus output limit)
     /// admitted to its window.
-    pub fn start(choice: Choice, tokens: u64, now: Instant) -> Attempt {
+    pub fn start(choice: Choice, tokens: u64, origin: Origin, now: Instant) -> Attempt {
         let lease = choice.deployment.state.lease(tokens, now);
         Attempt {
             deployment: choice.deployment,
             pool: choice.pool,
             started: std::time::Instant::now(),
             spilled: choice.spilled,
+            origin,
             status: 0,
             outcome: Outcome::Pending,
             lease: Some(lease),
@@ -106,8 +127,9 @@ impl Attempt {
         }
         match status {
             429 => d.state.on_throttled(retry_after(resp), policy, now),
+            408 if self.explained_by_size(AZURE_SYNC_WINDOW, now) => {}
             408 | 500..=599 => {
-                if d.state.on_failure(false, policy, now) {
+                if d.state.on_failure(self.failure(), policy, now) {
                     log::warn!("deployment {} ejected after repeated {status}s", d.name);
                 }
             }
@@ -125,15 +147,17 @@ impl Attempt {
     /// No connection could be made: counts against the deployment's health.
     pub fn connect_failed(&mut self, policy: &RoutingPolicy, now: Instant) {
         self.outcome = Outcome::Connect;
-        self.deployment.state.on_failure(true, policy, now);
+        self.deployment
+            .state
+            .on_failure(Failure::Connect, policy, now);
         self.release();
     }
 
     /// The upstream connection failed. `stale`: a reused pooled connection that failed
     /// before any answer, which the upstream had closed while idle and which says nothing
-    /// about its health. The hold stays until the caller replays (`release`) or the request
-    /// ends (`settle`).
-    pub fn transport_error(&mut self, stale: bool, policy: &RoutingPolicy, now: Instant) {
+    /// about its health. `timed_out`: it ran past the first-byte timeout. The hold stays
+    /// until the caller replays (`release`) or the request ends (`settle`).
+    pub fn transport_error(&mut self, stale: bool, timed_out: bool, config: &Config, now: Instant) {
         if self.outcome == Outcome::Pending {
             self.outcome = if stale {
                 Outcome::StaleConnection
@@ -141,9 +165,30 @@ impl Attempt {
                 Outcome::Error
             };
         }
-        if !stale && self.status == 0 {
-            self.deployment.state.on_failure(false, policy, now);
+        let own_size = timed_out && self.explained_by_size(config.timeouts.first_byte, now);
+        if !stale && !own_size && self.status == 0 {
+            let state = &self.deployment.state;
+            state.on_failure(self.failure(), &config.routing, now);
         }
+    }
+
+    fn failure(&self) -> Failure {
+        Failure::Request {
+            source: self.origin.source,
+        }
+    }
+
+    /// Whether a synchronous request's own output limit, at the deployment's measured rate,
+    /// would take more than half of `window`: then a timeout is the request's doing, not a
+    /// sign that the deployment is failing.
+    fn explained_by_size(&self, window: Duration, now: Instant) -> bool {
+        if self.origin.stream {
+            return false;
+        }
+        let rate = self.deployment.state.rate.rate(now);
+        let seconds =
+            self.origin.output as f64 / rate.unwrap_or(ASSUMED_TOKENS_PER_SECOND).max(1.0);
+        seconds > window.as_secs_f64() / 2.0
     }
 
     /// The client went away. Before any answer the deployment's work is wasted and given
@@ -230,7 +275,7 @@ models:
             deployment: c.pools[0].deployments[0].clone(),
             spilled: None,
         };
-        Attempt::start(choice, tokens, Instant::now())
+        Attempt::start(choice, tokens, Origin::default(), Instant::now())
     }
 
     fn held(c: &Config) -> (u32, u64) {
@@ -308,14 +353,14 @@ models:
         let c = conf();
         let p = &c.routing;
         let mut a = start(&c, 10);
-        a.transport_error(true, p, Instant::now());
+        a.transport_error(true, false, &c, Instant::now());
         assert_eq!(a.outcome(), Outcome::StaleConnection);
         assert!(!a.counts_as_tried());
         let s = a.deployment.state.clone();
         assert_eq!(s.skip(None, 90.0, None, p, Instant::now()), None);
         a.release();
         let mut b = start(&c, 10);
-        b.transport_error(false, p, Instant::now());
+        b.transport_error(false, false, &c, Instant::now());
         assert_eq!(b.outcome(), Outcome::Error);
         assert_eq!(
             s.skip(None, 90.0, None, p, Instant::now()),

@@ -88,7 +88,7 @@ impl ProxyHttp for Gateway {
         session.set_write_timeout(Some(ctx.config.client_limits.send_timeout));
         if session.req_header().uri.path() == HEALTH_PATH {
             ctx.probe = true;
-            super::reply::health(session, self.shared.not_ready_reason()).await?;
+            super::reply::health(session, self.shared.not_ready_reason().is_none()).await?;
             return Ok(true);
         }
         match admit(session, ctx).await {
@@ -236,6 +236,21 @@ impl ProxyHttp for Gateway {
                     "429",
                     format!(
                         "Every deployment of this model is throttled. Please retry after {} seconds.",
+                        ms.div_ceil(1000)
+                    ),
+                )
+                .with_header("retry-after-ms", ms.to_string())
+                .with_header("retry-after", ms.div_ceil(1000).to_string())
+            }
+            Some(NoChoice::NoneUsable(wait)) => {
+                // Clients (and the SDKs' own retries) are told when to come back instead
+                // of hammering a model whose every deployment is out.
+                let ms = wait.as_millis().max(1);
+                Reply::new(
+                    503,
+                    "ServiceUnavailable",
+                    format!(
+                        "No deployment of this model is available. Please retry after {} seconds.",
                         ms.div_ceil(1000)
                     ),
                 )

@@ -101,7 +101,7 @@ pub fn after_error(
         return true;
     }
     let now = Instant::now();
-    let policy = ctx.config.routing;
+    let config = ctx.config.clone();
     let Some(a) = ctx.upstream.attempts.last_mut() else {
         return false;
     };
@@ -117,7 +117,11 @@ pub fn after_error(
             ErrorType::ConnectionClosed | ErrorType::ReadError
         )
         && a.status() == 0;
-    a.transport_error(stale, &policy, now);
+    let timed_out = matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    );
+    a.transport_error(stale, timed_out, &config, now);
     // The body is fully buffered, so a POST is as replayable as a GET; only a response
     // that already reached the client makes a retry unsafe.
     let retry = !answered && may_replay(shared, ctx, now);

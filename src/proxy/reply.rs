@@ -106,16 +106,16 @@ async fn write_json<'a>(
     session.write_response_body(Some(body), true).await
 }
 
-/// Answers the client-port health probe: 200 when ready, 503 with the reason when not.
-pub async fn health(session: &mut Session, not_ready: Option<String>) -> Result<()> {
-    let (status, body) = match not_ready {
-        None => (200, serde_json::json!({"status": "ready"})),
-        Some(why) => (
-            503,
-            serde_json::json!({"status": "not ready", "reason": why}),
-        ),
+/// Answers the client-port health probe: 200 when ready, 503 when not.
+pub async fn health(session: &mut Session, ready: bool) -> Result<()> {
+    // Anyone can call this path: it says ready or not, never why (model names and their
+    // health are for the admin listener).
+    let (status, body) = if ready {
+        (200, &br#"{"status":"ready"}"#[..])
+    } else {
+        (503, &br#"{"status":"not ready"}"#[..])
     };
-    let body = Bytes::from(body.to_string());
+    let body = Bytes::from_static(body);
     write_json(
         session,
         status,

@@ -1,7 +1,7 @@
 //! The upstream side of an attempt: the peer to connect to, the body to send and the request
 //! header rewrite (path, host, key).
 
-use super::attempt::Attempt;
+use super::attempt::{Attempt, Origin};
 use super::ctx::{RequestBody, RequestCtx};
 use crate::api::Shape;
 use crate::config::{Deployment, Model};
@@ -13,6 +13,7 @@ use crate::shared::Shared;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::{Error, ErrorType, Result};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Idle upstream connections are kept this long for reuse.
@@ -44,10 +45,19 @@ pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<Http
     };
     let deployment = choice.deployment.clone();
     let prompt_tokens = prepare_body(ctx, model.adaptive_sync_cap, &deployment);
-    let admitted = prompt_tokens + ctx.upstream.capped.as_ref().map_or(0, |c| c.total_output);
+    let output = ctx.upstream.capped.as_ref().map_or(0, |c| c.total_output);
+    let origin = Origin {
+        // The tenant's live budget outlives reloads: its address is the tenant's identity.
+        source: ctx
+            .tenant
+            .as_ref()
+            .map_or(0, |t| Arc::as_ptr(&t.budget) as usize as u64),
+        output,
+        stream: ctx.admission.as_ref().is_some_and(|a| a.streaming()),
+    };
     ctx.upstream
         .attempts
-        .push(Attempt::start(choice, admitted, now));
+        .push(Attempt::start(choice, prompt_tokens + output, origin, now));
     let addr = resolve::address(&deployment.endpoint, &deployment.state, spin)
         .await
         .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e.to_string()))?;

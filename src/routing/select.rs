@@ -18,6 +18,9 @@ pub struct Choice {
     pub spilled: Option<Skip>,
 }
 
+/// When a deployment out for a reason with no known end may be back.
+const UNKNOWN_RETURN: Duration = Duration::from_secs(1);
+
 /// Why no deployment could be chosen. It rides on the proxy's error as its cause, so the
 /// answer to the client is decided from the error itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +29,10 @@ pub enum NoChoice {
     AllTried,
     /// Every remaining deployment is cooling down after 429s: the soonest frees up then.
     AllThrottled(Duration),
-    /// Every remaining deployment is unhealthy, ejected or at its in-flight limit.
-    NoneUsable,
+    /// Every remaining deployment is unhealthy, ejected or at its in-flight limit: the
+    /// soonest known to come back does then (an ejection or cool-down ending; one second
+    /// for an in-flight limit or a failed health check, which have no known end).
+    NoneUsable(Duration),
 }
 
 impl std::fmt::Display for NoChoice {
@@ -35,7 +40,7 @@ impl std::fmt::Display for NoChoice {
         f.write_str(match self {
             NoChoice::AllTried => "every deployment of the model was tried",
             NoChoice::AllThrottled(_) => "every deployment of the model is throttled",
-            NoChoice::NoneUsable => "no deployment of the model is usable",
+            NoChoice::NoneUsable(_) => "no deployment of the model is usable",
         })
     }
 }
@@ -57,6 +62,7 @@ pub fn choose(
     let mut first_skip: Option<Skip> = None;
     let mut soonest_cooldown: Option<Duration> = None;
     let mut only_cooldowns = true;
+    let mut soonest_back: Option<Duration> = None;
     // The best soft-saturated candidate, used only if nothing better exists anywhere.
     let mut fallback: Option<(u64, usize, &Arc<Deployment>, Skip)> = None;
     for (rank, &pool_idx) in order.iter().enumerate() {
@@ -92,7 +98,10 @@ pub fn choose(
                     } else {
                         only_cooldowns = false;
                     }
-                    if !skip.is_hard() && fallback.is_none_or(|(b, _, _, _)| load < b) {
+                    if skip.is_hard() {
+                        let back = d.state.back_in(now).unwrap_or(UNKNOWN_RETURN);
+                        soonest_back = Some(soonest_back.map_or(back, |s| s.min(back)));
+                    } else if fallback.is_none_or(|(b, _, _, _)| load < b) {
                         fallback = Some((load, pool_idx, d, skip));
                     }
                 }
@@ -120,7 +129,7 @@ pub fn choose(
     Err(match (untried, soonest_cooldown) {
         (false, _) => NoChoice::AllTried,
         (true, Some(wait)) if only_cooldowns => NoChoice::AllThrottled(wait),
-        _ => NoChoice::NoneUsable,
+        _ => NoChoice::NoneUsable(soonest_back.unwrap_or(UNKNOWN_RETURN)),
     })
 }
 
@@ -193,7 +202,8 @@ mod tests {
         );
         assert_eq!(
             pick(&c, &[p1.clone(), s2.clone()]).unwrap_err(),
-            NoChoice::NoneUsable
+            NoChoice::NoneUsable(UNKNOWN_RETURN),
+            "a failed health check has no known end"
         );
         assert_eq!(pick(&c, &[p1, s1, s2]).unwrap_err(), NoChoice::AllTried);
     }

@@ -30,6 +30,10 @@ pub struct RoutingPolicy {
     pub hysteresis_percent: f64,
     /// Consecutive failures (connect errors, 5xx, timeouts) that eject a deployment.
     pub eject_after_failures: u32,
+    /// Distinct request sources (tenants) among those failures before 5xx and timeouts
+    /// eject, so that no single tenant's requests can take a deployment out for everyone.
+    /// Connect failures need no source: no request causes them.
+    pub eject_min_sources: u32,
     /// First ejection's length; each further ejection in a row doubles it, up to 8x.
     pub eject_for: Duration,
 }
@@ -41,6 +45,7 @@ impl Default for RoutingPolicy {
             utilization_ttl: Duration::from_secs(10),
             hysteresis_percent: 10.0,
             eject_after_failures: 3,
+            eject_min_sources: 2,
             eject_for: Duration::from_secs(10),
         }
     }
@@ -83,6 +88,16 @@ impl Skip {
 
 const NONE: u64 = u64::MAX;
 
+/// A failure of an attempt, by what may have caused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection could be made: nothing the request did.
+    Connect,
+    /// A 5xx, or a timeout the request's own size does not explain, while serving a request
+    /// from `source` (a tenant's identity).
+    Request { source: u64 },
+}
+
 /// Counters and flags of one deployment, shared by all requests.
 #[derive(Debug)]
 pub struct DeploymentState {
@@ -108,6 +123,8 @@ pub struct DeploymentState {
     /// Consecutive active-check results of the same kind (positive: passes, negative: fails).
     check_streak: std::sync::atomic::AtomicI32,
     failures: AtomicU32,
+    /// The request sources among the current run of failures, one bit per hashed source.
+    failure_sources: AtomicU64,
     ejections: AtomicU32,
     ejected_until_ms: AtomicU64,
     /// The current ejection came from connection failures, which a passing active check
@@ -138,6 +155,7 @@ impl DeploymentState {
             active_healthy: AtomicBool::new(true),
             check_streak: std::sync::atomic::AtomicI32::new(0),
             failures: AtomicU32::new(0),
+            failure_sources: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             ejected_by_connect: AtomicBool::new(false),
@@ -193,6 +211,17 @@ impl DeploymentState {
         self.throttled.fetch_add(1, Relaxed);
     }
 
+    /// When an ejected or cooling-down deployment takes requests again, if it is either.
+    pub fn back_in(&self, now: Instant) -> Option<Duration> {
+        let ejected = self
+            .ejected_until_ms
+            .load(Relaxed)
+            .saturating_sub(self.ms(now));
+        let left = self.cooldown_left(now).map_or(0, |d| d.as_millis() as u64);
+        let wait = ejected.max(left);
+        (wait > 0).then(|| Duration::from_millis(wait))
+    }
+
     /// Time left in the current cool-down.
     pub fn cooldown_left(&self, now: Instant) -> Option<Duration> {
         let until = self.cooldown_until_ms.load(Relaxed);
@@ -237,14 +266,26 @@ impl DeploymentState {
     /// A successful response: passive health recovers.
     pub fn on_success(&self) {
         self.failures.store(0, Relaxed);
+        self.failure_sources.store(0, Relaxed);
         self.ejections.store(0, Relaxed);
     }
 
-    /// A connect error (`connect`), 5xx or timeout. Returns true when this failure ejected
-    /// the deployment.
-    pub fn on_failure(&self, connect: bool, policy: &RoutingPolicy, now: Instant) -> bool {
+    /// A connect error, 5xx or timeout. Returns true when this failure ejected the
+    /// deployment: after `eject_after_failures` in a row, and (unless one was a connect
+    /// failure) from at least `eject_min_sources` sources.
+    pub fn on_failure(&self, failure: Failure, policy: &RoutingPolicy, now: Instant) -> bool {
+        let connect = failure == Failure::Connect;
+        let sources = match failure {
+            Failure::Connect => u32::MAX,
+            Failure::Request { source } => {
+                // Sources are addresses: mix them so that their aligned low bits do not
+                // all land on the same bit.
+                let bit = 1u64 << (source.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58);
+                (self.failure_sources.fetch_or(bit, Relaxed) | bit).count_ones()
+            }
+        };
         let n = self.failures.fetch_add(1, Relaxed) + 1;
-        if n < policy.eject_after_failures.max(1) {
+        if n < policy.eject_after_failures.max(1) || sources < policy.eject_min_sources {
             return false;
         }
         let k = self.ejections.fetch_add(1, Relaxed).min(3);
@@ -403,11 +444,16 @@ impl Lease {
 mod tests {
     use super::*;
 
+    /// Failures while serving two different tenants.
+    const A: Failure = Failure::Request { source: 1 };
+    const B: Failure = Failure::Request { source: 2 };
+
     const P: RoutingPolicy = RoutingPolicy {
         max_cooldown: Duration::from_secs(60),
         utilization_ttl: Duration::from_secs(10),
         hysteresis_percent: 10.0,
         eject_after_failures: 3,
+        eject_min_sources: 2,
         eject_for: Duration::from_secs(10),
     };
 
@@ -510,13 +556,14 @@ mod tests {
     fn a_passing_check_ends_a_connect_ejection_only() {
         let p = RoutingPolicy {
             eject_after_failures: 1,
+            eject_min_sources: 1,
             ..P
         };
         let s = DeploymentState::new();
-        assert!(s.on_failure(true, &p, Instant::now()));
+        assert!(s.on_failure(Failure::Connect, &p, Instant::now()));
         assert_eq!(s.record_check(true, 2, 2), None);
         assert_eq!(skip(&s), None, "reachable again");
-        assert!(s.on_failure(false, &p, Instant::now()));
+        assert!(s.on_failure(A, &p, Instant::now()));
         s.record_check(true, 2, 2);
         assert_eq!(
             skip(&s),
@@ -545,14 +592,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn ejection_backs_off_and_heals() {
         let s = DeploymentState::new();
-        assert!(!s.on_failure(false, &P, Instant::now()));
-        assert!(!s.on_failure(false, &P, Instant::now()));
-        assert!(s.on_failure(false, &P, Instant::now()));
+        assert!(!s.on_failure(A, &P, Instant::now()));
+        assert!(!s.on_failure(B, &P, Instant::now()));
+        assert!(s.on_failure(A, &P, Instant::now()));
         assert_eq!(skip(&s), Some(Skip::Ejected));
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(skip(&s), None, "half-open after the ejection");
         assert!(
-            s.on_failure(false, &P, Instant::now()),
+            s.on_failure(A, &P, Instant::now()),
             "one more failure ejects again"
         );
         tokio::time::advance(Duration::from_secs(10)).await;
@@ -565,8 +612,45 @@ mod tests {
         s.on_success();
         assert_eq!(skip(&s), None);
         assert!(
-            !s.on_failure(false, &P, Instant::now()),
+            !s.on_failure(A, &P, Instant::now()),
             "a success resets the count"
         );
+    }
+
+    #[test]
+    fn one_source_alone_cannot_eject_but_a_connect_failure_needs_none() {
+        let s = DeploymentState::new();
+        for _ in 0..10 {
+            assert!(!s.on_failure(A, &P, Instant::now()), "one tenant's 500s");
+        }
+        assert!(
+            s.on_failure(B, &P, Instant::now()),
+            "a second tenant's failure"
+        );
+        let s = DeploymentState::new();
+        assert!(!s.on_failure(A, &P, Instant::now()));
+        assert!(!s.on_failure(A, &P, Instant::now()));
+        assert!(s.on_failure(Failure::Connect, &P, Instant::now()));
+        let single_tenant = RoutingPolicy {
+            eject_min_sources: 1,
+            ..P
+        };
+        let s = DeploymentState::new();
+        assert!(!s.on_failure(A, &single_tenant, Instant::now()));
+        assert!(!s.on_failure(A, &single_tenant, Instant::now()));
+        assert!(s.on_failure(A, &single_tenant, Instant::now()));
+    }
+
+    #[test]
+    fn back_in_is_the_later_of_ejection_and_cool_down() {
+        let s = DeploymentState::new();
+        let now = Instant::now();
+        assert_eq!(s.back_in(now), None);
+        s.on_throttled(Duration::from_secs(3), &P, now);
+        assert_eq!(s.back_in(now), Some(Duration::from_secs(3)));
+        for _ in 0..3 {
+            s.on_failure(Failure::Connect, &P, now);
+        }
+        assert_eq!(s.back_in(now), Some(P.eject_for));
     }
 }

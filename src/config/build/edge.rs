@@ -4,6 +4,7 @@ use super::check_addr;
 use crate::config::error::Problems;
 use crate::config::file::{ClientLimitsFile, ListenFile};
 use crate::config::runtime::{ClientLimits, Listener, TlsListener};
+use crate::config::tls;
 use std::path::Path;
 use std::time::Duration;
 
@@ -37,12 +38,14 @@ pub fn build_listeners(
             }
             let tls = tls.and_then(|t| {
                 let (cert_path, key_path) = (dir.join(&t.cert), dir.join(&t.key));
-                match crate::config::tls::load(&cert_path, &key_path) {
+                let loaded = [tls::stamp(&cert_path), tls::stamp(&key_path)];
+                match tls::load(&cert_path, &key_path) {
                     Ok(key) => Some(TlsListener {
                         cert_path,
                         key_path,
                         http2: http2.unwrap_or(true),
                         key,
+                        loaded,
                     }),
                     Err(reason) => {
                         problems.push(format!("{field}.tls"), reason);
