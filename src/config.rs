@@ -2,6 +2,7 @@
 //! (`runtime`) that the request path reads through an `Arc`.
 
 mod build;
+mod digest;
 mod env;
 mod error;
 pub mod file;
@@ -9,6 +10,7 @@ mod runtime;
 mod secret;
 
 pub use build::Loaded;
+pub use digest::KeyDigest;
 pub use error::{ConfigError, Problem};
 pub use runtime::*;
 pub use secret::Secret;

@@ -2,7 +2,7 @@
 //! load by `build.rs`, shared behind an `Arc`, and swapped whole on reload.
 
 use crate::api::Operations;
-use crate::config::Secret;
+use crate::config::KeyDigest;
 use crate::governance::adaptive::AdaptivePolicy;
 use crate::governance::budget::{BudgetLimits, LocalBudget};
 use crate::governance::caps::{CapPolicy, OnExceed};
@@ -57,31 +57,43 @@ impl Config {
     }
 }
 
-/// Tenants indexed by key for a single hash lookup per request.
+/// Tenants indexed by the digests of their keys: no key is kept in plaintext.
 #[derive(Default)]
 pub struct Tenants {
-    by_key: HashMap<Box<str>, Arc<Tenant>>,
+    /// By the first 8 bytes of a key's digest. Two keys sharing them is a 1 in 2^64 chance,
+    /// still handled: each entry holds every key with that prefix.
+    by_prefix: HashMap<u64, Vec<(KeyDigest, Arc<Tenant>)>>,
     all: Vec<Arc<Tenant>>,
 }
 
 impl Tenants {
-    pub(crate) fn new(all: Vec<(Arc<Tenant>, Vec<Secret>)>) -> Self {
-        let mut by_key = HashMap::new();
+    pub(crate) fn new(all: Vec<(Arc<Tenant>, Vec<KeyDigest>)>) -> Self {
+        let mut by_prefix: HashMap<u64, Vec<_>> = HashMap::new();
         let mut tenants = Vec::with_capacity(all.len());
         for (tenant, keys) in all {
             for key in keys {
-                by_key.insert(Box::from(key.expose()), tenant.clone());
+                by_prefix
+                    .entry(key.prefix())
+                    .or_default()
+                    .push((key, tenant.clone()));
             }
             tenants.push(tenant);
         }
         Tenants {
-            by_key,
+            by_prefix,
             all: tenants,
         }
     }
 
+    /// The tenant whose key is `key`: one SHA-256 of the presented key (see
+    /// `KeyDigest::of` for its cost), one map lookup, one constant-time comparison.
     pub fn authenticate(&self, key: &str) -> Option<&Arc<Tenant>> {
-        self.by_key.get(key)
+        let digest = KeyDigest::of(key);
+        self.by_prefix
+            .get(&digest.prefix())?
+            .iter()
+            .find(|(k, _)| k.matches(&digest))
+            .map(|(_, t)| t)
     }
 
     pub fn all(&self) -> &[Arc<Tenant>] {

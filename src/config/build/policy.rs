@@ -4,7 +4,7 @@
 use super::{expand_secret, Problems};
 use crate::config::file::{CapsFile, OnExceedFile};
 use crate::config::runtime::*;
-use crate::config::Secret;
+use crate::config::KeyDigest;
 use crate::governance::adaptive::AdaptivePolicy;
 use crate::governance::budget::{BudgetLimits, LocalBudget};
 use crate::governance::caps::{CapPolicy, OnExceed};
@@ -47,7 +47,7 @@ pub(super) fn build_tenants(
         problems.push("tenants", "at least one tenant is required");
     }
     let mut names = HashSet::new();
-    let mut seen_keys: HashMap<Secret, String> = HashMap::new();
+    let mut seen_keys: HashMap<KeyDigest, String> = HashMap::new();
     let mut out = Vec::new();
     for (i, t) in raw.into_iter().enumerate() {
         if t.name.is_empty() {
@@ -68,11 +68,13 @@ pub(super) fn build_tenants(
         for (k, key) in t.api_keys.iter().enumerate() {
             let field = format!("tenants[{i}].api_keys[{k}]");
             if let Some(secret) = expand_secret(&field, key, lookup, problems) {
-                if let Some(owner) = seen_keys.get(&secret) {
+                // Only the digest outlives this function; the plaintext is dropped here.
+                let digest = KeyDigest::of(secret.expose());
+                if let Some(owner) = seen_keys.get(&digest) {
                     problems.push(field, format!("the same key is already given to `{owner}`"));
                 } else {
-                    seen_keys.insert(secret.clone(), t.name.clone());
-                    keys.push(secret);
+                    seen_keys.insert(digest.clone(), t.name.clone());
+                    keys.push(digest);
                 }
             }
         }

@@ -1,0 +1,42 @@
+//! Unit tests of the config's security settings: hashed tenant keys.
+
+use super::{parse_str, GOOD};
+use crate::config::runtime::{Tenant, Tenants};
+use crate::config::KeyDigest;
+use std::sync::Arc;
+
+fn tenant(name: &str) -> Arc<Tenant> {
+    Arc::new(Tenant {
+        name: name.into(),
+        limits: Default::default(),
+        caps: Default::default(),
+        budget: Default::default(),
+    })
+}
+
+#[test]
+fn tenants_hold_digests_and_confirm_the_whole_digest() {
+    let a = KeyDigest::of("alpha-key-0123456789");
+    // A digest that shares `a`'s prefix but differs at the end: found by prefix, refused by
+    // the full comparison; and a real key with that prefix still finds its own tenant.
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&a.prefix().to_le_bytes());
+    bytes[31] = 1;
+    let twin = KeyDigest::from_bytes(bytes);
+    assert_eq!(twin.prefix(), a.prefix());
+    let tenants = Tenants::new(vec![(tenant("a"), vec![a]), (tenant("b"), vec![twin])]);
+    assert_eq!(
+        tenants.authenticate("alpha-key-0123456789").unwrap().name,
+        "a"
+    );
+    assert!(tenants.authenticate("alpha-key-012345678").is_none());
+    assert!(tenants.authenticate("").is_none());
+}
+
+#[test]
+fn no_tenant_key_is_kept_in_the_runtime_config() {
+    let loaded = parse_str(GOOD).unwrap();
+    let debug = format!("{:?}", loaded.config);
+    assert!(!debug.contains("search-secret") && !debug.contains("literal-key"));
+    assert!(debug.contains("search"), "tenant names stay visible");
+}
