@@ -20,6 +20,8 @@ use std::time::Duration;
 pub struct Loaded {
     pub config: Config,
     pub server: ServerConf,
+    /// What works but should not (short keys, ...): `spillway -t` prints them.
+    pub warnings: Vec<super::Problem>,
 }
 
 /// Parses and validates `text` (read from `file`). `previous` lends live deployment state
@@ -152,6 +154,7 @@ pub fn from_yaml(
     text.hash(&mut hasher);
     Ok(Loaded {
         server,
+        warnings: problems.into_warnings(),
         config: Config {
             listen,
             admin_listen: raw.admin_listen,

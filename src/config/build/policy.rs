@@ -12,6 +12,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Tenant keys shorter than this get a warning (not an error: existing files stay valid).
+const MIN_KEY_CHARS: usize = 16;
+
 fn on_exceed(v: OnExceedFile) -> OnExceed {
     match v {
         OnExceedFile::Clamp => OnExceed::Clamp,
@@ -68,6 +71,12 @@ pub(super) fn build_tenants(
         for (k, key) in t.api_keys.iter().enumerate() {
             let field = format!("tenants[{i}].api_keys[{k}]");
             if let Some(secret) = expand_secret(&field, key, lookup, problems) {
+                if secret.expose().chars().count() < MIN_KEY_CHARS {
+                    problems.warn(
+                        &field,
+                        format!("shorter than {MIN_KEY_CHARS} characters: easy to guess, and its stored digest easy to reverse"),
+                    );
+                }
                 // Only the digest outlives this function; the plaintext is dropped here.
                 let digest = KeyDigest::of(secret.expose());
                 if let Some(owner) = seen_keys.get(&digest) {

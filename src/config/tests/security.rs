@@ -1,4 +1,4 @@
-//! Unit tests of the config's security settings: hashed tenant keys.
+//! Unit tests of the config's security settings: hashed tenant keys, short-key warnings.
 
 use super::{parse_str, GOOD};
 use crate::config::runtime::{Tenant, Tenants};
@@ -39,4 +39,25 @@ fn no_tenant_key_is_kept_in_the_runtime_config() {
     let debug = format!("{:?}", loaded.config);
     assert!(!debug.contains("search-secret") && !debug.contains("literal-key"));
     assert!(debug.contains("search"), "tenant names stay visible");
+}
+
+#[test]
+fn short_tenant_keys_are_a_warning_naming_the_field_not_the_key() {
+    // `literal-key` (11 characters) is short; `search-secret` (13) too; a long one is not.
+    let text = GOOD.replace(
+        "\"literal-key\"",
+        "\"literal-key\", \"a-long-enough-key-123\"",
+    );
+    let loaded = parse_str(&text).unwrap();
+    let fields: Vec<_> = loaded.warnings.iter().map(|w| w.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["tenants[0].api_keys[0]", "tenants[0].api_keys[1]"],
+        "{:?}",
+        loaded.warnings
+    );
+    for w in &loaded.warnings {
+        assert!(w.reason.contains("shorter than 16 characters"), "{w:?}");
+        assert!(!w.reason.contains("secret") && !w.reason.contains("literal"));
+    }
 }
