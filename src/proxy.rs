@@ -15,6 +15,7 @@
 mod admit;
 pub mod attempt;
 pub mod ctx;
+mod denylist;
 mod finish;
 mod gateway;
 mod headers;
