@@ -93,6 +93,10 @@ impl ServeHttp for Admin {
             },
             "/metrics" => {
                 self.shared.metrics.refresh(&self.shared.config());
+                self.shared
+                    .metrics
+                    .auth_failure_addresses
+                    .set(self.shared.auth_failures.tracked() as i64);
                 match self.shared.metrics.render() {
                     Ok((out, content_type)) => respond(200, &content_type, out),
                     Err(e) => respond(500, "text/plain", e.to_string().into_bytes()),

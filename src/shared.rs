@@ -2,6 +2,7 @@
 //! on reload, read lock-free per request) and where it came from.
 
 use crate::config::Config;
+use crate::governance::auth_failures::AuthFailures;
 use crate::routing::retry_budget::RetryBudget;
 use crate::telemetry::access::{AccessLog, Sink};
 use crate::telemetry::metrics::Metrics;
@@ -20,6 +21,8 @@ pub struct Shared {
     spin: AtomicU32,
     /// Process-wide, so that no reload resets it.
     pub retry_budget: RetryBudget,
+    /// Failed authentications per client address; process-wide, so a reload is no reset.
+    pub auth_failures: AuthFailures,
     pub metrics: Metrics,
     pub access_log: AccessLog,
     /// Set on SIGTERM or upgrade: /readyz and the client health path turn unready.
@@ -47,6 +50,7 @@ impl Shared {
             config_path,
             spin: AtomicU32::new(0),
             retry_budget: RetryBudget::default(),
+            auth_failures: AuthFailures::default(),
         })
     }
 

@@ -1,5 +1,6 @@
 //! Turns the file's serde structs into the runtime `Config`, collecting every problem.
 
+mod clients;
 mod policy;
 mod pools;
 
@@ -7,6 +8,7 @@ use super::error::{redact_values, ConfigError, Problems};
 use super::file::FileConfig;
 use super::runtime::*;
 use super::{env, Secret};
+use clients::build_clients;
 use pingora::server::configuration::ServerConf;
 use policy::{build_governance, build_tenants};
 use pools::{build_models, build_pools};
@@ -77,6 +79,7 @@ pub fn from_yaml(
     let governance = build_governance(raw.governance, sync_window, &mut problems);
     let pools = build_pools(raw.pools, lookup, previous, &mut problems);
     let models = build_models(raw.models, &pools, &mut problems);
+    let clients = build_clients(raw.clients, lookup, &mut problems);
     let retry = Retry {
         on_status: raw.retry.on_status,
         max_attempts: raw.retry.max_attempts,
@@ -169,6 +172,7 @@ pub fn from_yaml(
             retry,
             routing,
             health,
+            clients,
             timeouts: Timeouts {
                 connect: Duration::from_millis(t.connect_ms),
                 first_byte: Duration::from_millis(t.first_byte_ms),

@@ -59,6 +59,46 @@ pub struct FileConfig {
     /// Active health checks.
     #[serde(default)]
     pub health: HealthFile,
+    /// Who may reach the client port and how a client's address is read.
+    #[serde(default)]
+    pub clients: ClientsFile,
+}
+
+/// Who may reach the client port, and how a client's address is read.
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct ClientsFile {
+    /// Azure Front Door profile id: when set, a request whose `X-Azure-FDID` differs or is
+    /// missing gets 403 before anything else. `${VAR}` reads the environment.
+    pub front_door_id: Option<String>,
+    /// Proxies (CIDRs or addresses) whose `X-Azure-ClientIP` or `X-Forwarded-For` name the
+    /// client. Anyone else's headers are ignored: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
+    /// Failed authentications allowed per client address.
+    pub auth_failures: AuthFailuresFile,
+}
+
+/// Failed authentications (missing or unknown key) allowed per client address.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct AuthFailuresFile {
+    /// Failures an address may have in one window; past it, 429 until the window ends.
+    /// 0 turns the limit off.
+    pub limit: u32,
+    /// The window, from the address's first failure.
+    pub window_ms: u64,
+    /// Addresses tracked at most (about 64 bytes each); the oldest are dropped first.
+    pub max_addresses: usize,
+}
+
+impl Default for AuthFailuresFile {
+    fn default() -> Self {
+        AuthFailuresFile {
+            limit: 20,
+            window_ms: 10_000,
+            max_addresses: 65_536,
+        }
+    }
 }
 
 /// Saturation, cool-down and passive ejection settings.

@@ -3,7 +3,9 @@
 
 use crate::api::Operations;
 use crate::config::KeyDigest;
+use crate::config::Secret;
 use crate::governance::adaptive::AdaptivePolicy;
+use crate::governance::auth_failures::AuthFailurePolicy;
 use crate::governance::budget::{BudgetLimits, LocalBudget};
 use crate::governance::caps::{CapPolicy, OnExceed};
 use crate::routing::state::RoutingPolicy;
@@ -29,6 +31,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub routing: RoutingPolicy,
     pub health: HealthPolicy,
+    pub clients: Clients,
     /// Hash of the file's text, shown on /status so operators can tell which file runs.
     pub hash: String,
 }
@@ -192,6 +195,15 @@ impl Retry {
     pub fn retries_status(&self, status: u16) -> bool {
         self.on_status.contains(&status)
     }
+}
+
+/// Who may reach the client port and how a client's address is read.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// The Front Door id every request must carry in `X-Azure-FDID`, when set.
+    pub front_door_id: Option<Secret>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub auth_failures: AuthFailurePolicy,
 }
 
 /// Upstream timeouts.

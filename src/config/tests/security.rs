@@ -61,3 +61,41 @@ fn short_tenant_keys_are_a_warning_naming_the_field_not_the_key() {
         assert!(!w.reason.contains("secret") && !w.reason.contains("literal"));
     }
 }
+
+#[test]
+fn clients_section_defaults_and_parses() {
+    let c = parse_str(GOOD).unwrap().config.clients;
+    assert!(c.front_door_id.is_none());
+    assert!(c.trusted_proxies.is_empty());
+    assert_eq!(c.auth_failures.limit, 20);
+    assert_eq!(c.auth_failures.window, std::time::Duration::from_secs(10));
+    let text = format!(
+        "{GOOD}clients:\n  front_door_id: \"${{SEARCH_KEY}}\"\n  trusted_proxies: [10.0.0.0/8, 192.168.1.7, \"fd00::/8\"]\n  auth_failures: {{limit: 5, window_ms: 1000}}\n"
+    );
+    let loaded = parse_str(&text).unwrap();
+    let c = &loaded.config.clients;
+    assert_eq!(c.front_door_id.as_ref().unwrap().expose(), "search-secret");
+    assert_eq!(c.trusted_proxies.len(), 3);
+    assert!(c.trusted_proxies[1].contains(&"192.168.1.7".parse::<std::net::IpAddr>().unwrap()));
+    assert_eq!(c.auth_failures.limit, 5);
+    assert!(!format!("{:?}", loaded.config).contains("search-secret"));
+}
+
+#[test]
+fn clients_problems_name_the_field_and_never_the_id() {
+    let text = format!(
+        "{GOOD}clients:\n  front_door_id: \"${{NO_SUCH_FDID}}\"\n  trusted_proxies: [10.0.0.0/33, nonsense]\n  auth_failures: {{window_ms: 0, max_addresses: 0}}\n"
+    );
+    let p = super::problems(&text);
+    let fields: Vec<&str> = p.iter().map(|(f, _)| f.as_str()).collect();
+    for f in [
+        "clients.front_door_id",
+        "clients.trusted_proxies[0]",
+        "clients.trusted_proxies[1]",
+        "clients.auth_failures.window_ms",
+        "clients.auth_failures.max_addresses",
+    ] {
+        assert!(fields.contains(&f), "{f} missing from {p:?}");
+    }
+    assert!(p.iter().any(|(_, r)| r.contains("NO_SUCH_FDID is not set")));
+}
