@@ -182,3 +182,28 @@ async fn an_untrusted_peer_cannot_escape_the_limit_by_header() {
     assert_eq!(a.status, 429, "{}", a.text());
     assert!(sim.requests().is_empty());
 }
+
+// === Admin listener ===
+
+#[tokio::test]
+async fn with_an_admin_token_only_the_probes_are_open() {
+    const TOKEN: &str = "admin-token-0123456789";
+    let (_sim, gw) = gateway(|c| c.set("admin_token", TOKEN)).await;
+    for open in ["/healthz", "/readyz"] {
+        let a = call("GET", &gw.admin_url(open), &[], "").await;
+        assert_eq!(a.status, 200, "{open}: {}", a.text());
+    }
+    let good = format!("Bearer {TOKEN}");
+    for path in ["/metrics", "/status", "/", "/nowhere"] {
+        for auth in [None, Some("Bearer wrong-token-0123456789"), Some(TOKEN)] {
+            let headers: Vec<_> = auth.map(|a| ("authorization", a)).into_iter().collect();
+            let a = call("GET", &gw.admin_url(path), &headers, "").await;
+            assert_eq!(a.status, 401, "{path} with {auth:?}");
+            assert_eq!(a.json()["error"]["code"], "401");
+            assert_eq!(a.header("www-authenticate"), Some("Bearer"));
+        }
+        let a = call("GET", &gw.admin_url(path), &[("authorization", &good)], "").await;
+        let expected = if path == "/nowhere" { 404 } else { 200 };
+        assert_eq!(a.status, expected, "{path}: {}", a.text());
+    }
+}

@@ -5,9 +5,9 @@ mod policy;
 mod pools;
 
 use super::error::{redact_values, ConfigError, Problems};
-use super::file::FileConfig;
+use super::file::{FileConfig, PortOrAddr};
 use super::runtime::*;
-use super::{env, Secret};
+use super::{env, KeyDigest, Secret};
 use clients::build_clients;
 use pingora::server::configuration::ServerConf;
 use policy::{build_governance, build_tenants};
@@ -67,11 +67,32 @@ pub fn from_yaml(
     for (i, addr) in listen.iter().enumerate() {
         check_addr(&format!("listen[{i}]"), addr, &mut problems);
     }
-    if let Some(addr) = &raw.admin_listen {
+    let admin_listen = raw.admin_listen.map(admin_addr);
+    if let Some(addr) = &admin_listen {
         check_addr("admin_listen", addr, &mut problems);
         if listen.contains(addr) {
             problems.push("admin_listen", "must differ from every `listen` address");
         }
+    }
+    let admin_token = raw.admin_token.and_then(|t| {
+        let token = expand_secret("admin_token", &t, lookup, &mut problems)?;
+        if token.expose().chars().count() < policy::MIN_KEY_CHARS {
+            problems.warn(
+                "admin_token",
+                format!("shorter than {} characters", policy::MIN_KEY_CHARS),
+            );
+        }
+        Some(KeyDigest::of(token.expose()))
+    });
+    let public_admin = admin_listen
+        .as_deref()
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .is_some_and(|a| !a.ip().is_loopback());
+    if public_admin && admin_token.is_none() {
+        problems.warn(
+            "admin_listen",
+            "listens beyond this host without admin_token: /metrics and /status are open to whoever reaches it",
+        );
     }
 
     let tenants = build_tenants(raw.tenants, lookup, previous, &mut problems);
@@ -160,7 +181,8 @@ pub fn from_yaml(
         warnings: problems.into_warnings(),
         config: Config {
             listen,
-            admin_listen: raw.admin_listen,
+            admin_listen,
+            admin_token,
             access_log: raw.access_log.unwrap_or_else(|| "stdout".into()),
             drain_delay: Duration::from_millis(raw.drain_delay_ms.unwrap_or(5000)),
             meter_streams: raw.meter_streams.unwrap_or(true),
@@ -219,6 +241,21 @@ fn build_server(value: Option<serde_yaml::Value>, problems: &mut Problems) -> Op
             problems.push("server", e);
             None
         }
+    }
+}
+
+/// The admin listener's address: a port alone (`9090`, `"9090"`, `":9090"`) is on loopback,
+/// so that leaving out the host never opens the admin endpoints to the network.
+fn admin_addr(raw: PortOrAddr) -> String {
+    let text = match raw {
+        PortOrAddr::Port(port) => return format!("127.0.0.1:{port}"),
+        PortOrAddr::Text(text) => text,
+    };
+    let port = text.strip_prefix(':').unwrap_or(&text);
+    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{port}")
+    } else {
+        text
     }
 }
 

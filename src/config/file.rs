@@ -16,9 +16,14 @@ pub struct FileConfig {
     pub server: Option<serde_yaml::Value>,
     /// Client-facing listener(s): one `host:port` or a list.
     pub listen: OneOrMany,
-    /// Admin listener for /healthz, /readyz, /metrics and /status. Keep it off the public network.
+    /// Admin listener for /healthz, /readyz, /metrics and /status: `IP:port`, or a bare port
+    /// (`9090`, `":9090"`), which means `127.0.0.1:port`. Absent: no admin listener.
     #[serde(default)]
-    pub admin_listen: Option<String>,
+    pub admin_listen: Option<PortOrAddr>,
+    /// When set, every admin path but /healthz and /readyz requires
+    /// `Authorization: Bearer <token>`. `${VAR}` reads the environment.
+    #[serde(default)]
+    pub admin_token: Option<String>,
     /// Where the JSON access log goes: `stdout` (default), `stderr`, `off`, or a file path.
     #[serde(default)]
     pub access_log: Option<String>,
@@ -153,6 +158,14 @@ impl Default for HealthFile {
             healthy_after: 1,
         }
     }
+}
+
+/// A listener address: `IP:port`, or a port alone (a YAML number or string).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PortOrAddr {
+    Port(u16),
+    Text(String),
 }
 
 /// A single value or a list of them (`listen: a` or `listen: [a, b]`).

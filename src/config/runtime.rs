@@ -19,6 +19,8 @@ use std::time::Duration;
 pub struct Config {
     pub listen: Vec<String>,
     pub admin_listen: Option<String>,
+    /// The digest of the admin token, when admin paths require one.
+    pub admin_token: Option<KeyDigest>,
     pub access_log: String,
     pub drain_delay: Duration,
     pub meter_streams: bool,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Tenant keys shorter than this get a warning (not an error: existing files stay valid).
-const MIN_KEY_CHARS: usize = 16;
+pub(super) const MIN_KEY_CHARS: usize = 16;
 
 fn on_exceed(v: OnExceedFile) -> OnExceed {
     match v {

@@ -1,4 +1,5 @@
-//! Unit tests of the config's security settings: hashed tenant keys, short-key warnings.
+//! Unit tests of the config's security settings: hashed tenant keys, short-key warnings, the
+//! `clients` section, the admin listener's address and token.
 
 use super::{parse_str, GOOD};
 use crate::config::runtime::{Tenant, Tenants};
@@ -98,4 +99,47 @@ fn clients_problems_name_the_field_and_never_the_id() {
         assert!(fields.contains(&f), "{f} missing from {p:?}");
     }
     assert!(p.iter().any(|(_, r)| r.contains("NO_SUCH_FDID is not set")));
+}
+
+#[test]
+fn a_bare_admin_port_listens_on_loopback_only() {
+    for (given, expected) in [
+        ("9091", "127.0.0.1:9091"),
+        ("\"9091\"", "127.0.0.1:9091"),
+        ("\":9091\"", "127.0.0.1:9091"),
+        ("0.0.0.0:9091", "0.0.0.0:9091"),
+    ] {
+        let text = GOOD.replace(
+            "admin_listen: 127.0.0.1:9090",
+            &format!("admin_listen: {given}"),
+        );
+        let loaded = parse_str(&text).unwrap();
+        assert_eq!(
+            loaded.config.admin_listen.as_deref(),
+            Some(expected),
+            "{given}"
+        );
+    }
+    let text = GOOD.replace("admin_listen: 127.0.0.1:9090\n", "");
+    assert_eq!(parse_str(&text).unwrap().config.admin_listen, None);
+    let p = super::problems(&GOOD.replace("127.0.0.1:9090", "\"99999\""));
+    assert!(p.iter().any(|(f, _)| f == "admin_listen"), "{p:?}");
+}
+
+#[test]
+fn admin_token_is_a_digest_and_a_public_admin_without_one_is_warned_about() {
+    let public = GOOD.replace("admin_listen: 127.0.0.1:9090", "admin_listen: 0.0.0.0:9090");
+    let loaded = parse_str(&public).unwrap();
+    assert!(loaded.config.admin_token.is_none());
+    assert!(loaded.warnings.iter().any(|w| w.field == "admin_listen"));
+    let text = format!("{public}admin_token: \"${{EASTUS_KEY}}\"\n");
+    let loaded = parse_str(&text).unwrap();
+    let token = loaded.config.admin_token.as_ref().unwrap();
+    assert!(token.matches(&KeyDigest::of("eastus-secret")));
+    assert!(!loaded.warnings.iter().any(|w| w.field == "admin_listen"));
+    assert!(loaded.warnings.iter().any(|w| w.field == "admin_token"));
+    let p = super::problems(&format!("{GOOD}admin_token: \"${{NO_ADMIN_TOKEN}}\"\n"));
+    assert!(p
+        .iter()
+        .any(|(f, r)| f == "admin_token" && r.contains("NO_ADMIN_TOKEN")));
 }
