@@ -90,6 +90,7 @@ fn the_kubernetes_config_passes_spillway_t() {
             ("AOAI_EASTUS_KEY", "k3"),
             ("AOAI_WESTUS_KEY", "k4"),
             ("AOAI_SWEDEN_KEY", "k5"),
+            ("ADMIN_TOKEN", "admin-token-0123456789"),
         ],
     );
     assert!(
