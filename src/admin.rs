@@ -1,6 +1,8 @@
 //! The admin listener: liveness, readiness, Prometheus metrics and a JSON status of every
-//! pool and deployment. Keep it on a private address.
+//! pool and deployment. Keep it on a private address; with `admin_token`, all but the probes
+//! need the token.
 
+use crate::config::KeyDigest;
 use crate::shared::Shared;
 use async_trait::async_trait;
 use http::Response;
@@ -72,10 +74,48 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
     })
 }
 
+/// Whether `headers` carry exactly one `Authorization: Bearer <token>` whose token has the
+/// digest `expected` (compared in constant time, see `KeyDigest`).
+fn bearer_matches(headers: &http::HeaderMap, expected: &KeyDigest) -> bool {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    match value.trim().split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            KeyDigest::of(token.trim()).matches(expected)
+        }
+        _ => false,
+    }
+}
+
+fn unauthorized() -> Response<Vec<u8>> {
+    let body = serde_json::json!({"error": {
+        "code": "401",
+        "message": "The admin endpoints need Authorization: Bearer <admin_token>.",
+    }});
+    let mut r = respond(401, "application/json", body.to_string().into_bytes());
+    r.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
+        // Probes (kubelet, load balancers) carry no token and learn only up or ready.
+        let open = matches!(path.as_str(), "/healthz" | "/readyz");
+        if let Some(token) = &self.shared.config().admin_token {
+            if !open && !bearer_matches(&session.req_header().headers, token) {
+                return unauthorized();
+            }
+        }
         match path.as_str() {
             "/" => respond(
                 200,
@@ -115,6 +155,10 @@ impl ServeHttp for Admin {
             }
             "/metrics" => {
                 self.shared.metrics.refresh(&self.shared.config());
+                self.shared
+                    .metrics
+                    .auth_failure_addresses
+                    .set(self.shared.auth_failures.tracked() as i64);
                 match self.shared.metrics.render() {
                     Ok((out, content_type)) => respond(200, &content_type, out),
                     Err(e) => respond(500, "text/plain", e.to_string().into_bytes()),

@@ -1,6 +1,7 @@
-//! The Azure OpenAI API's vocabulary: URL shapes, operations and routes. The ground floor:
+//! The Azure OpenAI API's vocabulary: URL shapes, operations and routes, and who is asking. The ground floor:
 //! governance, proxy and telemetry all speak it, and it imports nothing of the gateway.
 
+pub mod client_addr;
 pub mod route;
 
 pub use route::{

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 /// Builds the server and its services from a validated config.
 pub fn build(loaded: Loaded, opt: Opt, config_path: Option<PathBuf>) -> (Server, Arc<Shared>) {
-    let Loaded { config, server } = loaded;
+    let Loaded { config, server, .. } = loaded;
     let listen = config.listen.clone();
     let admin_listen = config.admin_listen.clone();
     let read_buffer = config.client_read_buffer;

@@ -2,6 +2,7 @@
 //! (`runtime`) that the request path reads through an `Arc`.
 
 mod build;
+mod digest;
 mod env;
 mod error;
 pub mod file;
@@ -10,6 +11,7 @@ mod secret;
 pub mod tls;
 
 pub use build::Loaded;
+pub use digest::KeyDigest;
 pub use error::{ConfigError, Problem};
 pub use runtime::*;
 pub use secret::Secret;

@@ -1,7 +1,9 @@
 //! Token governance: reading the request body (`body`), capping output (`caps`, `adaptive`),
-//! and tenant budgets (`budget`).
+//! tenant budgets (`budget`), and the failed-authentication limit per client address
+//! (`auth_failures`).
 
 pub mod adaptive;
+pub mod auth_failures;
 pub mod body;
 pub mod budget;
 pub mod caps;

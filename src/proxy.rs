@@ -1,7 +1,8 @@
 //! The proxy phases. Pingora calls them in this order for each attempt:
 //!
 //! ```text
-//! request_filter ─ admit: route, tenant, body, model ──────────── (reply and stop on error)
+//! request_filter ─ gate: Front Door id, failed-auth limit of the client's address
+//!                  admit: route, tenant, body, model ──────────── (reply and stop on error)
 //!   └─ upstream_peer ─ choose a deployment, resolve it, build the peer
 //!        └─ upstream_request_filter ─ path, host, key, framing
 //!             └─ request_body_filter ─ send this attempt's body
@@ -15,7 +16,9 @@
 mod admit;
 pub mod attempt;
 pub mod ctx;
+mod denylist;
 mod finish;
+mod gate;
 mod gateway;
 mod headers;
 pub mod read_body;

@@ -3,6 +3,7 @@
 
 use crate::config::CertResolver;
 use crate::config::Config;
+use crate::governance::auth_failures::AuthFailures;
 use crate::routing::retry_budget::RetryBudget;
 use crate::telemetry::access::{AccessLog, Sink};
 use crate::telemetry::edge::EdgeCounters;
@@ -22,6 +23,8 @@ pub struct Shared {
     spin: AtomicU32,
     /// Process-wide, so that no reload resets it.
     pub retry_budget: RetryBudget,
+    /// Failed authentications per client address; process-wide, so a reload is no reset.
+    pub auth_failures: AuthFailures,
     pub metrics: Metrics,
     /// Open client connections and the edge limits that fired.
     pub edge: Arc<EdgeCounters>,
@@ -65,6 +68,7 @@ impl Shared {
             config_path,
             spin: AtomicU32::new(0),
             retry_budget: RetryBudget::default(),
+            auth_failures: AuthFailures::default(),
         })
     }
 

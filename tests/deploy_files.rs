@@ -47,6 +47,7 @@ fn kubernetes_manifests_parse_and_line_up() {
         "HorizontalPodAutoscaler",
         "Secret",
         "Kustomization",
+        "NetworkPolicy",
     ] {
         assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
     }
@@ -63,6 +64,45 @@ fn kubernetes_manifests_parse_and_line_up() {
     assert!(
         termination > grace + drain_s,
         "Kubernetes would kill streams before Spillway drains them"
+    );
+}
+
+/// The client port is open to all, the admin port only to the monitoring namespace's
+/// Prometheus, and both name ports the Deployment declares.
+#[test]
+fn the_network_policy_keeps_the_admin_port_private() {
+    let policy = yaml_docs(&root().join("deploy/k8s/networkpolicy.yaml")).remove(0);
+    let spec = &policy["spec"];
+    assert_eq!(spec["podSelector"]["matchLabels"]["app"], "spillway");
+    assert_eq!(spec["policyTypes"][0], "Ingress");
+    let rules = spec["ingress"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    let port = |r: &serde_yaml::Value| r["ports"][0]["port"].as_str().unwrap().to_string();
+    let client = rules.iter().find(|r| port(r) == "http").unwrap();
+    assert!(client["from"].is_null(), "the client port is open to all");
+    let admin = rules.iter().find(|r| port(r) == "admin").unwrap();
+    let from = &admin["from"][0];
+    assert_eq!(
+        from["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    assert!(from["podSelector"]["matchLabels"].is_mapping());
+    let deployment = yaml_docs(&root().join("deploy/k8s/deployment.yaml")).remove(0);
+    let ports = &deployment["spec"]["template"]["spec"]["containers"][0]["ports"];
+    let names: Vec<_> = ports
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["http", "admin"]);
+    let kustomization =
+        std::fs::read_to_string(root().join("deploy/k8s/kustomization.yaml")).unwrap();
+    assert!(kustomization.contains("- networkpolicy.yaml"));
+    let config = yaml_docs(&root().join("deploy/k8s/config/spillway.yaml")).remove(0);
+    assert!(
+        config["admin_token"].is_string(),
+        "a reachable admin port needs a token"
     );
 }
 

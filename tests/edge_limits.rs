@@ -20,7 +20,7 @@ async fn gateway(limits: &[(&str, u64)]) -> (SimHandle, Gateway) {
         .pool("ptu", "provisioned", &[("eastus-ptu", &sim)])
         .model("mini", &["ptu"]);
     for (k, v) in limits {
-        conf = conf.set(&format!("client_limits.{k}"), *v);
+        conf = conf.set(&format!("clients.limits.{k}"), *v);
     }
     (sim, Gateway::start(&conf).await)
 }

@@ -1,13 +1,15 @@
 //! Turns the file's serde structs into the runtime `Config`, collecting every problem.
 
+mod clients;
 mod edge;
 mod policy;
 mod pools;
 
 use super::error::{redact_values, ConfigError, Problems};
-use super::file::FileConfig;
+use super::file::{FileConfig, PortOrAddr};
 use super::runtime::*;
-use super::{env, Secret};
+use super::{env, KeyDigest, Secret};
+use clients::build_clients;
 use pingora::server::configuration::ServerConf;
 use policy::{build_governance, build_tenants};
 use pools::{build_models, build_pools};
@@ -21,6 +23,8 @@ use std::time::Duration;
 pub struct Loaded {
     pub config: Config,
     pub server: ServerConf,
+    /// What works but should not (short keys, ...): `spillway -t` prints them.
+    pub warnings: Vec<super::Problem>,
 }
 
 /// Parses and validates `text` (read from `file`). `previous` lends live deployment state
@@ -58,12 +62,33 @@ pub fn from_yaml(
 
     let server = build_server(raw.server, &mut problems);
     let listen = edge::build_listeners(raw.listen.into_vec(), file, &mut problems);
-    let client_limits = edge::build_client_limits(&raw.client_limits, &mut problems);
-    if let Some(addr) = &raw.admin_listen {
+    let client_limits = edge::build_client_limits(&raw.clients.limits, &mut problems);
+    let admin_listen = raw.admin_listen.map(admin_addr);
+    if let Some(addr) = &admin_listen {
         check_addr("admin_listen", addr, &mut problems);
         if listen.iter().any(|l| &l.addr == addr) {
             problems.push("admin_listen", "must differ from every `listen` address");
         }
+    }
+    let admin_token = raw.admin_token.and_then(|t| {
+        let token = expand_secret("admin_token", &t, lookup, &mut problems)?;
+        if token.expose().chars().count() < policy::MIN_KEY_CHARS {
+            problems.warn(
+                "admin_token",
+                format!("shorter than {} characters", policy::MIN_KEY_CHARS),
+            );
+        }
+        Some(KeyDigest::of(token.expose()))
+    });
+    let public_admin = admin_listen
+        .as_deref()
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .is_some_and(|a| !a.ip().is_loopback());
+    if public_admin && admin_token.is_none() {
+        problems.warn(
+            "admin_listen",
+            "listens beyond this host without admin_token: /metrics and /status are open to whoever reaches it",
+        );
     }
 
     let tenant_count = raw.tenants.len() as u32;
@@ -72,6 +97,7 @@ pub fn from_yaml(
     let governance = build_governance(raw.governance, sync_window, &mut problems);
     let pools = build_pools(raw.pools, lookup, previous, &mut problems);
     let models = build_models(raw.models, &pools, &mut problems);
+    let clients = build_clients(raw.clients, lookup, &mut problems);
     let retry = Retry {
         on_status: raw.retry.on_status,
         max_attempts: raw.retry.max_attempts,
@@ -151,10 +177,12 @@ pub fn from_yaml(
     text.hash(&mut hasher);
     Ok(Loaded {
         server,
+        warnings: problems.into_warnings(),
         config: Config {
             listen,
             client_limits,
-            admin_listen: raw.admin_listen,
+            admin_listen,
+            admin_token,
             access_log: raw.access_log.unwrap_or_else(|| "stdout".into()),
             drain_delay: Duration::from_millis(raw.drain_delay_ms.unwrap_or(5000)),
             meter_streams: raw.meter_streams.unwrap_or(true),
@@ -166,6 +194,7 @@ pub fn from_yaml(
             retry,
             routing,
             health,
+            clients,
             timeouts: Timeouts {
                 connect: Duration::from_millis(t.connect_ms),
                 first_byte: Duration::from_millis(t.first_byte_ms),
@@ -212,6 +241,21 @@ fn build_server(value: Option<serde_yaml::Value>, problems: &mut Problems) -> Op
             problems.push("server", e);
             None
         }
+    }
+}
+
+/// The admin listener's address: a port alone (`9090`, `"9090"`, `":9090"`) is on loopback,
+/// so that leaving out the host never opens the admin endpoints to the network.
+fn admin_addr(raw: PortOrAddr) -> String {
+    let text = match raw {
+        PortOrAddr::Port(port) => return format!("127.0.0.1:{port}"),
+        PortOrAddr::Text(text) => text,
+    };
+    let port = text.strip_prefix(':').unwrap_or(&text);
+    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{port}")
+    } else {
+        text
     }
 }
 

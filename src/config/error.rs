@@ -89,26 +89,41 @@ pub fn redact_values(message: &str) -> String {
     }
 }
 
-/// Collects problems while a file is converted, so that one run reports all of them.
+/// Collects problems while a file is converted, so that one run reports all of them, and
+/// warnings: things that work but should not (`spillway -t` prints them).
 #[derive(Default)]
-pub struct Problems(Vec<Problem>);
+pub struct Problems {
+    errors: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
 
 impl Problems {
     pub fn push(&mut self, field: impl Into<String>, reason: impl Into<String>) {
-        self.0.push(Problem {
+        self.errors.push(Problem {
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+
+    pub fn warn(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.warnings.push(Problem {
             field: field.into(),
             reason: reason.into(),
         });
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.errors.is_empty()
     }
 
     pub fn into_error(self, file: &Path) -> ConfigError {
         ConfigError {
             file: file.to_path_buf(),
-            problems: self.0,
+            problems: self.errors,
         }
+    }
+
+    pub fn into_warnings(self) -> Vec<Problem> {
+        self.warnings
     }
 }

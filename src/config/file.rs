@@ -17,9 +17,14 @@ pub struct FileConfig {
     /// Client-facing listener(s): one `host:port`, or a list whose items are `host:port` or
     /// `{addr, tls: {cert, key}, http2}` for TLS on that port.
     pub listen: OneOrMany<ListenFile>,
-    /// Admin listener for /healthz, /readyz, /metrics and /status. Keep it off the public network.
+    /// Admin listener for /healthz, /readyz, /metrics and /status: `IP:port`, or a bare port
+    /// (`9090`, `":9090"`), which means `127.0.0.1:port`. Absent: no admin listener.
     #[serde(default)]
-    pub admin_listen: Option<String>,
+    pub admin_listen: Option<PortOrAddr>,
+    /// When set, every admin path but /healthz and /readyz requires
+    /// `Authorization: Bearer <token>`. `${VAR}` reads the environment.
+    #[serde(default)]
+    pub admin_token: Option<String>,
     /// Where the JSON access log goes: `stdout` (default), `stderr`, `off`, or a file path.
     #[serde(default)]
     pub access_log: Option<String>,
@@ -54,16 +59,55 @@ pub struct FileConfig {
     /// Upstream timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsFile,
-    /// What one client connection may take: time for a request head and body, idle time,
-    /// head size, and how many connections may be open at once.
-    #[serde(default)]
-    pub client_limits: ClientLimitsFile,
     /// How saturation and failures move traffic.
     #[serde(default)]
     pub routing: RoutingFile,
     /// Active health checks.
     #[serde(default)]
     pub health: HealthFile,
+    /// Who may reach the client port and how a client's address is read.
+    #[serde(default)]
+    pub clients: ClientsFile,
+}
+
+/// Who may reach the client port, and how a client's address is read.
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct ClientsFile {
+    /// Azure Front Door profile id: when set, a request whose `X-Azure-FDID` differs or is
+    /// missing gets 403 before anything else. `${VAR}` reads the environment.
+    pub front_door_id: Option<String>,
+    /// Proxies (CIDRs or addresses) whose `X-Azure-ClientIP` or `X-Forwarded-For` name the
+    /// client. Anyone else's headers are ignored: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
+    /// Failed authentications allowed per client address.
+    pub auth_failures: AuthFailuresFile,
+    /// What one client connection may take: time for a request head and body, idle time,
+    /// head size, and how many connections may be open at once.
+    pub limits: ClientLimitsFile,
+}
+
+/// Failed authentications (missing or unknown key) allowed per client address.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct AuthFailuresFile {
+    /// Failures an address may have in one window; past it, 429 until the window ends.
+    /// 0 turns the limit off.
+    pub limit: u32,
+    /// The window, from the address's first failure.
+    pub window_ms: u64,
+    /// Addresses tracked at most (about 64 bytes each); the oldest are dropped first.
+    pub max_addresses: usize,
+}
+
+impl Default for AuthFailuresFile {
+    fn default() -> Self {
+        AuthFailuresFile {
+            limit: 20,
+            window_ms: 10_000,
+            max_addresses: 65_536,
+        }
+    }
 }
 
 /// Saturation, cool-down and passive ejection settings.
@@ -122,6 +166,14 @@ impl Default for HealthFile {
             healthy_after: 1,
         }
     }
+}
+
+/// A listener address: `IP:port`, or a port alone (a YAML number or string).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PortOrAddr {
+    Port(u16),
+    Text(String),
 }
 
 /// A single value or a list of them (`listen: a` or `listen: [a, b]`).

@@ -3,8 +3,10 @@
 
 pub use super::tls::{CertResolver, TlsListener};
 use crate::api::Operations;
+use crate::config::KeyDigest;
 use crate::config::Secret;
 use crate::governance::adaptive::AdaptivePolicy;
+use crate::governance::auth_failures::AuthFailurePolicy;
 use crate::governance::budget::{BudgetLimits, LocalBudget};
 use crate::governance::caps::{CapPolicy, OnExceed};
 use crate::routing::state::RoutingPolicy;
@@ -19,6 +21,8 @@ pub struct Config {
     pub listen: Vec<Listener>,
     pub client_limits: ClientLimits,
     pub admin_listen: Option<String>,
+    /// The digest of the admin token, when admin paths require one.
+    pub admin_token: Option<KeyDigest>,
     pub access_log: String,
     pub drain_delay: Duration,
     pub meter_streams: bool,
@@ -31,6 +35,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub routing: RoutingPolicy,
     pub health: HealthPolicy,
+    pub clients: Clients,
     /// Hash of the file's text, shown on /status so operators can tell which file runs.
     pub hash: String,
 }
@@ -80,31 +85,43 @@ pub struct Listener {
     pub tls: Option<TlsListener>,
 }
 
-/// Tenants indexed by key for a single hash lookup per request.
+/// Tenants indexed by the digests of their keys: no key is kept in plaintext.
 #[derive(Default)]
 pub struct Tenants {
-    by_key: HashMap<Box<str>, Arc<Tenant>>,
+    /// By the first 8 bytes of a key's digest. Two keys sharing them is a 1 in 2^64 chance,
+    /// still handled: each entry holds every key with that prefix.
+    by_prefix: HashMap<u64, Vec<(KeyDigest, Arc<Tenant>)>>,
     all: Vec<Arc<Tenant>>,
 }
 
 impl Tenants {
-    pub(crate) fn new(all: Vec<(Arc<Tenant>, Vec<Secret>)>) -> Self {
-        let mut by_key = HashMap::new();
+    pub(crate) fn new(all: Vec<(Arc<Tenant>, Vec<KeyDigest>)>) -> Self {
+        let mut by_prefix: HashMap<u64, Vec<_>> = HashMap::new();
         let mut tenants = Vec::with_capacity(all.len());
         for (tenant, keys) in all {
             for key in keys {
-                by_key.insert(Box::from(key.expose()), tenant.clone());
+                by_prefix
+                    .entry(key.prefix())
+                    .or_default()
+                    .push((key, tenant.clone()));
             }
             tenants.push(tenant);
         }
         Tenants {
-            by_key,
+            by_prefix,
             all: tenants,
         }
     }
 
+    /// The tenant whose key is `key`: one SHA-256 of the presented key (see
+    /// `KeyDigest::of` for its cost), one map lookup, one constant-time comparison.
     pub fn authenticate(&self, key: &str) -> Option<&Arc<Tenant>> {
-        self.by_key.get(key)
+        let digest = KeyDigest::of(key);
+        self.by_prefix
+            .get(&digest.prefix())?
+            .iter()
+            .find(|(k, _)| k.matches(&digest))
+            .map(|(_, t)| t)
     }
 
     pub fn all(&self) -> &[Arc<Tenant>] {
@@ -203,6 +220,15 @@ impl Retry {
     pub fn retries_status(&self, status: u16) -> bool {
         self.on_status.contains(&status)
     }
+}
+
+/// Who may reach the client port and how a client's address is read.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// The Front Door id every request must carry in `X-Azure-FDID`, when set.
+    pub front_door_id: Option<Secret>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub auth_failures: AuthFailurePolicy,
 }
 
 /// Upstream timeouts.

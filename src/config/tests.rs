@@ -3,6 +3,8 @@
 use super::*;
 use std::path::Path;
 
+mod security;
+
 const GOOD: &str = r#"
 server:
   threads: 2

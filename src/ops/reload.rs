@@ -37,7 +37,7 @@ fn needs_upgrade(
     if old.client_limits.max_requests_per_connection
         != new.client_limits.max_requests_per_connection
     {
-        v.push("client_limits.max_requests_per_connection");
+        v.push("clients.limits.max_requests_per_connection");
     }
     if old.admin_listen != new.admin_listen {
         v.push("admin_listen");

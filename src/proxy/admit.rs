@@ -18,7 +18,7 @@ const MAX_REQUEST_ID: usize = 128;
 
 /// The client's `x-request-id` when it is a sensible one, else a new random id. Kept as a
 /// header value: it is echoed to the client and sent upstream, each a reference-count clone.
-fn request_id(session: &Session) -> HeaderValue {
+pub fn request_id(session: &Session) -> HeaderValue {
     session
         .req_header()
         .headers
@@ -58,7 +58,6 @@ fn is_json(content_type: Option<&[u8]>) -> bool {
 /// Admits a request or says why not. On `Ok` the context holds its `Admission`; on `Err`
 /// it holds what was learnt before the refusal (the tenant, the caps), for the log.
 pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Reply> {
-    ctx.request_id = request_id(session);
     let req = session.req_header();
     let Some(mut route) = classify(&req.method, req.uri.path()) else {
         return Err(Reply::not_found());

@@ -25,6 +25,8 @@ pub struct RequestCtx {
     pub config: Arc<Config>,
     /// A load balancer's health probe, not traffic: not logged or counted.
     pub probe: bool,
+    /// The client's address as the gateway believes it (`api::client_addr`), once read.
+    pub client: Option<std::net::IpAddr>,
     /// The caller, once its key is checked: logged even when admission then refuses it.
     pub tenant: Option<Arc<Tenant>>,
     /// How long the client took to send its body (not the gateway's time).
@@ -121,6 +123,7 @@ impl RequestCtx {
             request_id: HeaderValue::from_static(""),
             config,
             probe: false,
+            client: None,
             tenant: None,
             body_read: Duration::ZERO,
             overhead: None,

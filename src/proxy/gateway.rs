@@ -91,12 +91,20 @@ impl ProxyHttp for Gateway {
             super::reply::health(session, self.shared.not_ready_reason().is_none()).await?;
             return Ok(true);
         }
+        ctx.request_id = super::admit::request_id(session);
+        if let Err(reply) = super::gate::check(&self.shared, session, ctx) {
+            // The body is left unread: draining it for a refused client is work for nothing.
+            session.set_keepalive(None);
+            reply.send(session, ctx.request_id()).await?;
+            return Ok(true);
+        }
         match admit(session, ctx).await {
             Ok(()) => {
                 super::admit::count_request(&self.shared);
                 Ok(false)
             }
             Err(reply) => {
+                super::gate::refused(&self.shared, ctx, &reply);
                 if matches!(reply.status, 408 | 411 | 413) {
                     // The unread rest of the body makes the connection unusable.
                     session.set_keepalive(None);

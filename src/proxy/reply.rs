@@ -40,6 +40,31 @@ impl Reply {
         )
     }
 
+    /// A missing, unknown or conflicting key: what counts against the client's address.
+    pub fn is_auth_failure(&self) -> bool {
+        self.status == 401
+    }
+
+    pub fn not_through_front_door() -> Self {
+        Reply::new(
+            403,
+            "403",
+            "This gateway accepts requests only through its Azure Front Door.",
+        )
+    }
+
+    pub fn too_many_auth_failures(wait: std::time::Duration) -> Self {
+        let ms = wait.as_millis().max(1);
+        let secs = ms.div_ceil(1000);
+        Reply::new(
+            429,
+            "429",
+            format!("Too many requests with a missing or invalid key from this address. Please retry after {secs} seconds."),
+        )
+        .with_header("retry-after-ms", ms.to_string())
+        .with_header("retry-after", secs.to_string())
+    }
+
     pub fn conflicting_credentials() -> Self {
         Reply::new(
             401,

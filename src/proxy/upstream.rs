@@ -193,12 +193,11 @@ pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> 
 }
 
 fn set_upstream_headers(h: &mut http::HeaderMap, d: &Deployment, ctx: &RequestCtx) {
-    // The tenant's credential never leaves the gateway; the deployment's replaces it.
-    h.remove(http::header::AUTHORIZATION);
+    // The tenant's credential never leaves the gateway (nor any other, see `denylist`); the
+    // deployment's replaces it.
+    super::denylist::strip(h);
     h.insert(API_KEY, d.wire.api_key.clone());
     h.insert(http::header::HOST, d.wire.host.clone());
-    h.remove(http::header::EXPECT);
-    h.remove(http::header::TRANSFER_ENCODING);
     match &ctx.upstream.body {
         Some(body) => {
             h.insert(http::header::CONTENT_LENGTH, body.len().into());

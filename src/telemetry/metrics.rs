@@ -37,6 +37,12 @@ pub struct Metrics {
     /// Connections closed and requests refused by an edge limit, by limit.
     pub client_limits: IntCounterVec,
     pub access_log_dropped: IntCounterVec,
+    /// Requests refused before admission: `unauthorized` (missing or unknown key),
+    /// `auth_limited` (too many of those from the address), `front_door` (wrong or no
+    /// `X-Azure-FDID`).
+    pub client_refusals: IntCounterVec,
+    /// Client addresses with recent failed authentications, set at every scrape.
+    pub auth_failure_addresses: prometheus::IntGauge,
     /// Gauges refreshed from live state at every scrape.
     pub inflight: IntGaugeVec,
     pub utilization: prometheus::GaugeVec,
@@ -198,6 +204,21 @@ impl Default for Metrics {
                 "Access log lines dropped because the writer fell behind.",
                 &["sink"],
             ),
+            client_refusals: counter(
+                &r,
+                "client_refusals_total",
+                "Requests refused before admission, by reason.",
+                &["reason"],
+            ),
+            auth_failure_addresses: {
+                let g = prometheus::IntGauge::new(
+                    "auth_failure_addresses",
+                    "Client addresses with failed authentications in their current window.",
+                )
+                .expect("static metric definition");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
             inflight: gauge(
                 &r,
                 "inflight_requests",

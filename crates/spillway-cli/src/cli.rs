@@ -50,6 +50,10 @@ pub fn run_gateway(cli: Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Printed by `-t` and at start alike; a warning names the field, never its value.
+    for w in &loaded.warnings {
+        eprintln!("{}: warning: {}: {}", path.display(), w.field, w.reason);
+    }
     if cli.test {
         println!(
             "{}: ok (config hash {})",

@@ -53,6 +53,34 @@ fn config_test_flag_lists_every_error() {
 }
 
 #[test]
+fn short_tenant_keys_are_warned_about_by_field_without_the_key() {
+    let dir = std::env::temp_dir().join(format!("spillway-t-short-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("short.yaml");
+    let text = std::fs::read_to_string(root().join("conf/demo.yaml"))
+        .unwrap()
+        .replace(
+            r#"api_keys: ["demo-key"]"#,
+            "api_keys: [demo-key-that-is-long, shortkey99]",
+        );
+    assert!(
+        text.contains("shortkey99"),
+        "conf/demo.yaml changed its tenant"
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = spillway_t(&path, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a warning is not an error: {err}");
+    assert!(
+        err.contains("warning: tenants[0].api_keys[1]: shorter than 16 characters"),
+        "{err}"
+    );
+    assert!(!err.contains("api_keys[0]"), "{err}");
+    assert!(!err.contains("shortkey99"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn the_kubernetes_config_passes_spillway_t() {
     let out = spillway_t(
         &root().join("deploy/k8s/config/spillway.yaml"),
@@ -62,6 +90,7 @@ fn the_kubernetes_config_passes_spillway_t() {
             ("AOAI_EASTUS_KEY", "k3"),
             ("AOAI_WESTUS_KEY", "k4"),
             ("AOAI_SWEDEN_KEY", "k5"),
+            ("ADMIN_TOKEN", "admin-token-0123456789"),
         ],
     );
     assert!(

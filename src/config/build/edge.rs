@@ -60,13 +60,13 @@ pub fn build_listeners(
 
 pub fn build_client_limits(raw: &ClientLimitsFile, problems: &mut Problems) -> ClientLimits {
     for (field, v) in [
-        ("client_limits.head_timeout_ms", raw.head_timeout_ms),
-        ("client_limits.idle_timeout_ms", raw.idle_timeout_ms),
-        ("client_limits.body_timeout_ms", raw.body_timeout_ms),
-        ("client_limits.send_timeout_ms", raw.send_timeout_ms),
-        ("client_limits.max_connections", raw.max_connections as u64),
+        ("clients.limits.head_timeout_ms", raw.head_timeout_ms),
+        ("clients.limits.idle_timeout_ms", raw.idle_timeout_ms),
+        ("clients.limits.body_timeout_ms", raw.body_timeout_ms),
+        ("clients.limits.send_timeout_ms", raw.send_timeout_ms),
+        ("clients.limits.max_connections", raw.max_connections as u64),
         (
-            "client_limits.max_requests_per_connection",
+            "clients.limits.max_requests_per_connection",
             u64::from(raw.max_requests_per_connection),
         ),
     ] {
@@ -76,7 +76,7 @@ pub fn build_client_limits(raw: &ClientLimitsFile, problems: &mut Problems) -> C
     }
     if !(1024..=PINGORA_MAX_HEAD).contains(&raw.max_head_bytes) {
         problems.push(
-            "client_limits.max_head_bytes",
+            "clients.limits.max_head_bytes",
             format!("must be between 1024 and {PINGORA_MAX_HEAD} (Pingora's own ceiling)"),
         );
     }

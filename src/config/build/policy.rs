@@ -4,13 +4,16 @@
 use super::{expand_secret, Problems};
 use crate::config::file::{CapsFile, OnExceedFile};
 use crate::config::runtime::*;
-use crate::config::Secret;
+use crate::config::KeyDigest;
 use crate::governance::adaptive::AdaptivePolicy;
 use crate::governance::budget::{BudgetLimits, LocalBudget};
 use crate::governance::caps::{CapPolicy, OnExceed};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Tenant keys shorter than this get a warning (not an error: existing files stay valid).
+pub(super) const MIN_KEY_CHARS: usize = 16;
 
 fn on_exceed(v: OnExceedFile) -> OnExceed {
     match v {
@@ -47,7 +50,7 @@ pub(super) fn build_tenants(
         problems.push("tenants", "at least one tenant is required");
     }
     let mut names = HashSet::new();
-    let mut seen_keys: HashMap<Secret, String> = HashMap::new();
+    let mut seen_keys: HashMap<KeyDigest, String> = HashMap::new();
     let mut out = Vec::new();
     for (i, t) in raw.into_iter().enumerate() {
         if t.name.is_empty() {
@@ -68,11 +71,19 @@ pub(super) fn build_tenants(
         for (k, key) in t.api_keys.iter().enumerate() {
             let field = format!("tenants[{i}].api_keys[{k}]");
             if let Some(secret) = expand_secret(&field, key, lookup, problems) {
-                if let Some(owner) = seen_keys.get(&secret) {
+                if secret.expose().chars().count() < MIN_KEY_CHARS {
+                    problems.warn(
+                        &field,
+                        format!("shorter than {MIN_KEY_CHARS} characters: easy to guess, and its stored digest easy to reverse"),
+                    );
+                }
+                // Only the digest outlives this function; the plaintext is dropped here.
+                let digest = KeyDigest::of(secret.expose());
+                if let Some(owner) = seen_keys.get(&digest) {
                     problems.push(field, format!("the same key is already given to `{owner}`"));
                 } else {
-                    seen_keys.insert(secret.clone(), t.name.clone());
-                    keys.push(secret);
+                    seen_keys.insert(digest.clone(), t.name.clone());
+                    keys.push(digest);
                 }
             }
         }
