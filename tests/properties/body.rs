@@ -73,7 +73,8 @@ fn policy() -> impl Strategy<Value = (CapPolicy, Option<u32>)> {
             let p = CapPolicy {
                 sync_max_tokens: sync % 20_000,
                 stream_max_tokens: stream % 40_000,
-                default_max_tokens: default % 40_000,
+                // At least 1, as the config requires: a default of 0 would be sent as is.
+                default_max_tokens: default % 40_000 + 1,
                 on_exceed,
             };
             (p, adaptive.map(|a| a % 20_000))
