@@ -50,6 +50,10 @@ pub trait BudgetStore: Send + Sync {
     fn settle(&self, limits: BudgetLimits, charged: u64, actual: u64, now: Instant);
 }
 
+/// The longest a tenant is ever told to wait: a minute of debt (see `settle`) plus a minute
+/// to refill a request as large as the whole budget.
+pub const MAX_WAIT: Duration = Duration::from_secs(120);
+
 /// A continuously refilled bucket; `level` may go below zero after a correction.
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -77,10 +81,13 @@ impl Bucket {
         self.last = Some(now);
     }
 
-    /// Time until `amount` is available.
+    /// Time until `amount` is available. With the debt bounded (see `settle`) and `amount` at
+    /// most a minute's budget, that is at most [`MAX_WAIT`]; the fallback only keeps an
+    /// impossible value from panicking in `Duration`.
     fn wait_for(&self, amount: f64, per_minute: u64) -> Duration {
         let missing = (amount - self.level).max(0.0);
-        Duration::from_secs_f64(missing * 60.0 / per_minute as f64)
+        Duration::try_from_secs_f64(missing * 60.0 / per_minute.max(1) as f64)
+            .map_or(MAX_WAIT, |w| w.min(MAX_WAIT))
     }
 }
 
@@ -160,7 +167,11 @@ impl BudgetStore for LocalBudget {
         let mut guard = self.inner.lock();
         let tok = &mut guard.0;
         tok.refill(tpm, now);
-        tok.level = (tok.level + charged as f64 - actual as f64).min(tpm as f64);
+        // A debt beyond one minute's budget cannot come from work the gateway admitted (a
+        // request larger than the budget is refused up front): it is an upstream's count
+        // gone wrong, which must not lock the tenant out for hours.
+        let cap = tpm as f64;
+        tok.level = (tok.level + charged as f64 - actual as f64).clamp(-cap, cap);
     }
 }
 
@@ -210,6 +221,20 @@ mod tests {
             panic!("debt must be paid first");
         };
         assert_eq!(wait, Duration::from_millis(5010));
+    }
+
+    /// An upstream reported u64::MAX tokens: the tenant owes a minute of budget, not ages.
+    #[tokio::test(start_paused = true)]
+    async fn a_wild_usage_leaves_at_most_a_minute_of_debt() {
+        let b = LocalBudget::default();
+        b.admit(LIMITS, 100, Instant::now()).unwrap();
+        b.settle(LIMITS, 100, u64::MAX, Instant::now());
+        let Err(OverBudget::RetryAfter { wait, .. }) = b.admit(LIMITS, 6000, Instant::now()) else {
+            panic!("in debt");
+        };
+        assert_eq!(wait, MAX_WAIT);
+        tokio::time::advance(MAX_WAIT).await;
+        assert!(b.admit(LIMITS, 6000, Instant::now()).is_ok());
     }
 
     #[tokio::test(start_paused = true)]

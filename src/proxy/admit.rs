@@ -141,7 +141,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Re
                     prompt::estimate(p)
                 }
             });
-            estimate = prompt_tokens + capped.total_output;
+            estimate = prompt_tokens.saturating_add(capped.total_output);
             policy = Some(p);
             // Kept even if the budget refuses the request: the log shows what was asked.
             ctx.upstream.capped = Some(capped);

@@ -86,7 +86,7 @@ fn believable(u: Usage, admitted_output: Option<u64>) -> Usage {
     Usage {
         prompt_tokens,
         completion_tokens,
-        total_tokens: prompt_tokens + completion_tokens,
+        total_tokens: prompt_tokens.saturating_add(completion_tokens),
     }
 }
 
@@ -152,5 +152,26 @@ mod tests {
         );
         // A total that disagrees with its parts is recomputed.
         assert_eq!(believable(usage(5, 7, 0), Some(100)), usage(5, 7, 12));
+    }
+
+    proptest::proptest! {
+        /// Whatever the upstream reports, including u64::MAX everywhere.
+        #[test]
+        fn no_usage_is_believed_beyond_what_was_admitted(
+            p: u64,
+            c: u64,
+            t: u64,
+            admitted: Option<u64>,
+        ) {
+            let u = believable(usage(p, c, t), admitted);
+            proptest::prop_assert!(u.prompt_tokens <= p.min(MAX_PROMPT_TOKENS));
+            proptest::prop_assert!(u.completion_tokens <= c);
+            proptest::prop_assert!(u.completion_tokens <= admitted.unwrap_or(MAX_PROMPT_TOKENS));
+            proptest::prop_assert!(u.total_tokens >= u.prompt_tokens.max(u.completion_tokens));
+            proptest::prop_assert_eq!(
+                u.total_tokens,
+                u.prompt_tokens.saturating_add(u.completion_tokens)
+            );
+        }
     }
 }

@@ -163,7 +163,7 @@ impl DeploymentState {
     }
 
     fn ms(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_millis() as u64
+        millis(now.saturating_duration_since(self.epoch))
     }
 
     /// The second number used by the admitted-tokens window.
@@ -204,9 +204,11 @@ impl DeploymentState {
         self.throttled.load(Relaxed)
     }
 
-    /// A 429 told us to wait `retry_after` (capped by the policy).
+    /// A 429 told us to wait `retry_after` (capped by the policy). The wait comes from the
+    /// upstream, so every step saturates: no header value can wrap the deadline into the past.
     pub fn on_throttled(&self, retry_after: Duration, policy: &RoutingPolicy, now: Instant) {
-        let until = self.ms(now) + retry_after.min(policy.max_cooldown).as_millis() as u64;
+        let wait = millis(retry_after.min(policy.max_cooldown));
+        let until = self.ms(now).saturating_add(wait);
         self.cooldown_until_ms.fetch_max(until, Relaxed);
         self.throttled.fetch_add(1, Relaxed);
     }
@@ -250,8 +252,7 @@ impl DeploymentState {
     /// The latest utilization reading, if still fresh.
     pub fn utilization(&self, policy: &RoutingPolicy, now: Instant) -> Option<f64> {
         let at = self.utilization_at_ms.load(Relaxed);
-        if at == NONE || self.ms(now).saturating_sub(at) > policy.utilization_ttl.as_millis() as u64
-        {
+        if at == NONE || self.ms(now).saturating_sub(at) > millis(policy.utilization_ttl) {
             return None;
         }
         Some(f64::from(self.utilization_permille.load(Relaxed)) / 10.0)
@@ -289,9 +290,10 @@ impl DeploymentState {
             return false;
         }
         let k = self.ejections.fetch_add(1, Relaxed).min(3);
-        let length = policy.eject_for * (1u32 << k);
+        // `eject_ms` is the operator's, unbounded: doubling it must not overflow a Duration.
+        let length = policy.eject_for.saturating_mul(1u32 << k);
         self.ejected_until_ms
-            .store(self.ms(now) + length.as_millis() as u64, Relaxed);
+            .store(self.ms(now).saturating_add(millis(length)), Relaxed);
         self.ejected_by_connect.store(connect, Relaxed);
         // Half-open when the ejection ends: the next failure ejects again, for longer.
         self.failures
@@ -381,7 +383,7 @@ impl DeploymentState {
         serde_json::json!({
             "healthy": self.is_healthy(),
             "ejected_ms": ejected_ms,
-            "cooldown_ms": self.cooldown_left(now).map_or(0, |d| d.as_millis() as u64),
+            "cooldown_ms": self.cooldown_left(now).map_or(0, millis),
             "utilization_percent": self.utilization(policy, now),
             "saturated": self.saturated.load(Relaxed),
             "inflight": self.inflight.load(Relaxed),
@@ -401,6 +403,11 @@ impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Relaxed);
     }
+}
+
+/// Whole milliseconds, saturating where `as u64` would silently truncate a `u128`.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn clamp_i64(tokens: u64) -> i64 {

@@ -37,7 +37,7 @@ impl TokenWindow {
                 self.counts[i].store(0, Relaxed);
             }
         }
-        self.counts[i].fetch_add(tokens, Relaxed);
+        saturating_add(&self.counts[i], tokens);
     }
 
     /// Corrects what was added at second `sec` by `delta`, in that second's slot, while the
@@ -46,7 +46,7 @@ impl TokenWindow {
     pub fn amend(&self, sec: u64, delta: i64) {
         let i = (sec % SLOTS as u64) as usize;
         if self.stamps[i].load(Relaxed) == sec {
-            self.counts[i].fetch_add(delta, Relaxed);
+            saturating_add(&self.counts[i], delta);
         }
     }
 
@@ -61,6 +61,13 @@ impl TokenWindow {
         }
         total.max(0) as u64
     }
+}
+
+/// Adds without wrapping: counts come from estimates and upstream usage, and a wrapped slot
+/// would turn a flood of tokens into a negative count, hiding the deployment's load. A CAS
+/// loop instead of `fetch_add`, which wraps silently.
+fn saturating_add(slot: &AtomicI64, delta: i64) {
+    let _ = slot.fetch_update(Relaxed, Relaxed, |c| Some(c.saturating_add(delta)));
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub(crate) struct Reply {
     pub finish_reason: &'static str,
     pub prompt_tokens: u64,
     pub include_usage: bool,
+    /// Reported instead of the real usage (prompt, completion, total): `Fault::ReportUsage`.
+    pub reported_usage: Option<[u64; 3]>,
 }
 
 /// Token `i` as text: one short word per token, so `content.split_whitespace().count()` is the token count.
@@ -86,17 +88,26 @@ fn prompt_filter_results() -> Value {
     json!([{"prompt_index": 0, "content_filter_results": results}])
 }
 
-fn usage(prompt: u64, completion: u64) -> Value {
+fn usage([prompt, completion, total]: [u64; 3]) -> Value {
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "total_tokens": total,
     })
 }
 
 impl Reply {
     pub fn completion_tokens(&self) -> u64 {
         u64::from(self.tokens) * u64::from(self.n)
+    }
+
+    /// What the answer reports: the real counts, unless a fault says otherwise.
+    fn usage(&self) -> Value {
+        let (prompt, completion) = (self.prompt_tokens, self.completion_tokens());
+        usage(
+            self.reported_usage
+                .unwrap_or([prompt, completion, prompt + completion]),
+        )
     }
 
     fn object(&self, chunk: bool) -> &'static str {
@@ -133,7 +144,7 @@ impl Reply {
             "model": self.model,
             "system_fingerprint": "fp_sim",
             "choices": choices,
-            "usage": usage(self.prompt_tokens, self.completion_tokens()),
+            "usage": self.usage(),
             "prompt_filter_results": prompt_filter_results(),
         });
         Bytes::from(v.to_string())
@@ -218,7 +229,7 @@ impl Reply {
         self.include_usage.then(|| {
             let mut v = self.chunk(json!(null));
             v["choices"] = json!([]);
-            v["usage"] = usage(self.prompt_tokens, self.completion_tokens());
+            v["usage"] = self.usage();
             sse(&v)
         })
     }
@@ -266,6 +277,7 @@ mod tests {
             finish_reason: "length",
             prompt_tokens: 11,
             include_usage,
+            reported_usage: None,
         }
     }
 

@@ -69,7 +69,30 @@ pub(crate) async fn handle(
             let kind = Kind::guess_from_path(parts.uri.path());
             Err(Reject::injected(status, kind.operation(), retry_after_ms))
         }
-        Action::Serve { cut_after } => serve(&shared, &parts, &body, cut_after, inflight).await,
+        Action::RawThrottle {
+            retry_after,
+            retry_after_ms,
+        } => {
+            let kind = Kind::guess_from_path(parts.uri.path());
+            let mut reject =
+                Reject::injected(StatusCode::TOO_MANY_REQUESTS, kind.operation(), None);
+            reject.retry_after = None;
+            let mut response = json_response(&shared, reject.status, reject.body());
+            let headers = response.headers_mut();
+            for (name, value) in [
+                ("retry-after", retry_after),
+                ("retry-after-ms", retry_after_ms),
+            ] {
+                if let Some(value) = value {
+                    insert(headers, name, &value);
+                }
+            }
+            Ok(response)
+        }
+        Action::Serve { cut_after, usage } => {
+            let fate = Fate { cut_after, usage };
+            serve(&shared, &parts, &body, fate, inflight).await
+        }
     };
     let response = match result {
         Ok(ok) => ok,
@@ -86,11 +109,17 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
+/// What a fault changes in a served answer.
+struct Fate {
+    cut_after: Option<u32>,
+    usage: Option<[u64; 3]>,
+}
+
 async fn serve(
     shared: &Arc<Shared>,
     parts: &http::request::Parts,
     body: &Bytes,
-    cut_after: Option<u32>,
+    fate: Fate,
     inflight: InflightGuard,
 ) -> Result<Response<SimBody>, Reject> {
     let cfg = &shared.cfg;
@@ -145,10 +174,16 @@ async fn serve(
         finish_reason,
         prompt_tokens: prompt,
         include_usage: gen.include_usage,
+        reported_usage: fate.usage,
     };
     if gen.stream {
         return Ok(stream_response(
-            shared, reply, timing, cut_after, ticket, inflight,
+            shared,
+            reply,
+            timing,
+            fate.cut_after,
+            ticket,
+            inflight,
         ));
     }
     let takes = timing

@@ -196,6 +196,7 @@ mod tests {
             finish_reason: "stop",
             prompt_tokens: 5,
             include_usage,
+            reported_usage: None,
         }
     }
 

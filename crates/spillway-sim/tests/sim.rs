@@ -481,6 +481,43 @@ async fn standard_limits_requests_and_tokens_per_window() {
 // --- faults -----------------------------------------------------------------------------------
 
 #[tokio::test]
+async fn hostile_faults_send_their_numbers_verbatim() {
+    let sim = start(fast()).await;
+    sim.set_fault(Fault::ThrottleWith {
+        retry_after: Some("1e300".into()),
+        retry_after_ms: Some("99999999999999999999".into()),
+        remaining: Some(1),
+    });
+    let r = post(&sim, DATED, &[], &hello()).await;
+    assert_eq!((r.status, r.error_code().as_str()), (429, "429"));
+    assert_eq!(r.header("retry-after"), Some("1e300"));
+    assert_eq!(r.header("retry-after-ms"), Some("99999999999999999999"));
+    assert_eq!(post(&sim, DATED, &[], &hello()).await.status, 200);
+
+    sim.set_fault(Fault::ReportUsage {
+        prompt_tokens: u64::MAX,
+        completion_tokens: u64::MAX,
+        total_tokens: 7,
+    });
+    let wild = json!({"prompt_tokens": u64::MAX, "completion_tokens": u64::MAX, "total_tokens": 7});
+    let r = post(&sim, DATED, &[], &hello()).await;
+    assert_eq!((r.status, &r.json()["usage"]), (200, &wild));
+    let mut body = hello();
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let (_, mut sse) = open_stream(&sim, &body, &[]).await;
+    let mut last_usage = Value::Null;
+    while let Some(e) = sse.next().await.expect("stream completes") {
+        if let Ok(v) = serde_json::from_str::<Value>(&e) {
+            if !v["usage"].is_null() {
+                last_usage = v["usage"].clone();
+            }
+        }
+    }
+    assert_eq!(last_usage, wild);
+}
+
+#[tokio::test]
 async fn status_fault_answers_the_next_requests_then_clears() {
     let sim = start(fast()).await;
     sim.set_fault(Fault::Status {
