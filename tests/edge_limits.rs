@@ -212,6 +212,10 @@ async fn connections_over_the_cap_are_closed_and_the_slot_comes_back() {
         open_connections(&gw).await == 3
     })
     .await;
+    let status = support::client::call("GET", &gw.admin_url("/status"), &[], "")
+        .await
+        .json();
+    assert_eq!(status["client_connections"], 3, "{status}");
     let mut extra = TcpStream::connect(gw.addr).await.unwrap();
     let _ = extra
         .write_all(head("content-length: 2\r\n\r\n{}").as_bytes())

@@ -91,6 +91,29 @@ async fn absurd_retry_hints_are_replayed_and_cool_down_at_most_the_cap() {
 }
 
 #[tokio::test]
+async fn an_absurd_retry_hint_passed_through_is_lowered_to_the_cap() {
+    let ptu = sim("eastus-ptu", SimMode::Unlimited).await;
+    // One attempt only: Azure's own 429 is the answer, as the client's SDK gets it.
+    let conf = Conf::new()
+        .pool("ptu", "provisioned", &[("eastus-ptu", &ptu)])
+        .model("ptu-only", &["ptu"])
+        .set("health.interval_ms", 0)
+        .set("retry.max_attempts", 1)
+        .set("routing.max_cooldown_ms", MAX_COOLDOWN_MS);
+    let gw = Gateway::start(&conf).await;
+    ptu.set_fault(Fault::ThrottleWith {
+        retry_after: Some("1e300".into()),
+        retry_after_ms: Some("99999999999999999999".into()),
+        remaining: None,
+    });
+    let a = post_json(&gw.url(&chat_path("ptu-only")), TENANT_KEY, chat_body("")).await;
+    assert_eq!(a.status, 429, "{}", a.text());
+    assert_eq!(ptu.requests().len(), 1, "Azure's answer, passed through");
+    assert_eq!(a.header("retry-after-ms"), Some("5000"));
+    assert_eq!(a.header("retry-after"), Some("5"));
+}
+
+#[tokio::test]
 async fn an_absurd_usage_leaves_the_tenant_a_bounded_wait() {
     let west = sim("westus-std", SimMode::Unlimited).await;
     west.set_fault(Fault::ReportUsage {

@@ -39,7 +39,43 @@ const DIGITS: [HeaderValue; 10] = [
 
 /// Adds the gateway's headers to the upstream response on its way to the client.
 pub fn annotate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
-    edit_plain(resp, |headers| add_annotations(headers, ctx))
+    let hinted = matches!(resp.status.as_u16(), 429 | 503);
+    edit_plain(resp, |headers| {
+        add_annotations(headers, ctx);
+        if hinted {
+            clamp_retry_hints(headers, ctx.config.routing.max_cooldown);
+        }
+    })
+}
+
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+
+/// An upstream's own `retry-after(-ms)` reaches the client as sent when it is a usable number
+/// within `routing.max_cooldown_ms`; beyond it, it is lowered to that, and a number no client
+/// can use (negative, NaN) is dropped. The gateway never promises a longer wait than it
+/// would impose on itself. Anything else (an HTTP date) passes untouched.
+fn clamp_retry_hints(h: &mut HeaderMap, max: std::time::Duration) {
+    let max_ms = max.as_millis();
+    for (name, cap) in [
+        (http::header::RETRY_AFTER, max_ms.div_ceil(1000)),
+        (RETRY_AFTER_MS, max_ms),
+    ] {
+        let Some(v) = h
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+        else {
+            continue;
+        };
+        if v.is_nan() || v < 0.0 {
+            h.remove(&name);
+        } else if v > cap as f64 {
+            h.insert(
+                name,
+                HeaderValue::from(u64::try_from(cap).unwrap_or(u64::MAX)),
+            );
+        }
+    }
 }
 
 fn add_annotations(h: &mut HeaderMap, ctx: &RequestCtx) {
@@ -195,5 +231,25 @@ mod tests {
         r.set_reason_phrase(Some("OK")).unwrap();
         edit_plain(&mut r, |_| {}).unwrap();
         assert_eq!(r.get_reason_phrase(), Some("OK"));
+    }
+
+    #[test]
+    fn retry_hints_pass_within_the_cap_and_are_lowered_or_dropped_beyond_it() {
+        let max = std::time::Duration::from_millis(5_500);
+        let hinted = |after: &str, after_ms: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::RETRY_AFTER, after.parse().unwrap());
+            h.insert(RETRY_AFTER_MS, after_ms.parse().unwrap());
+            clamp_retry_hints(&mut h, max);
+            let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_string());
+            (get("retry-after"), get("retry-after-ms"))
+        };
+        let some = |a: &str, b: &str| (Some(a.to_string()), Some(b.to_string()));
+        assert_eq!(hinted("3", "2500"), some("3", "2500"), "as sent");
+        assert_eq!(hinted("1e300", "99999999999999999999"), some("6", "5500"));
+        assert_eq!(hinted("inf", "1e18"), some("6", "5500"));
+        assert_eq!(hinted("NaN", "-5"), (None, None));
+        let date = "Wed, 21 Oct 2026 07:28:00 GMT";
+        assert_eq!(hinted(date, "10").0.as_deref(), Some(date), "not a number");
     }
 }
