@@ -38,14 +38,7 @@ async fn two_tenants() -> Two {
 }
 
 async fn ejected_ms(gw: &Gateway, name: &str) -> u64 {
-    let s = call("GET", &gw.admin_url("/status"), &[], "").await.json();
-    s["pools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["deployments"].as_array().unwrap().clone())
-        .find(|d| d["name"] == name)
-        .unwrap()["ejected_ms"]
+    gw.deployment_status(name).await["ejected_ms"]
         .as_u64()
         .unwrap()
 }

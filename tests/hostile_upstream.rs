@@ -12,18 +12,6 @@ use support::*;
 
 const MAX_COOLDOWN_MS: u64 = 5_000;
 
-/// A deployment's entry in the admin `/status`.
-async fn deployment_status(gw: &Gateway, name: &str) -> serde_json::Value {
-    let status = call("GET", &gw.admin_url("/status"), &[], "").await.json();
-    status["pools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["deployments"].as_array().unwrap().clone())
-        .find(|d| d["name"] == name)
-        .unwrap()
-}
-
 /// A metric's sum over the series that carry `label`.
 async fn metric(gw: &Gateway, name: &str, label: &str) -> f64 {
     let text = call("GET", &gw.admin_url("/metrics"), &[], "").await.text();
@@ -78,7 +66,7 @@ async fn absurd_retry_hints_are_replayed_and_cool_down_at_most_the_cap() {
         );
         assert_eq!(a.header("x-spillway-attempts"), Some("2"), "{case}");
         assert_eq!(ptu.requests().last().map(|r| r.status), Some(429), "{case}");
-        let st = deployment_status(&gw, "eastus-ptu").await;
+        let st = gw.deployment_status("eastus-ptu").await;
         let cooldown = st["cooldown_ms"].as_u64().unwrap();
         assert!(cooldown > 0 && cooldown <= MAX_COOLDOWN_MS, "{case}: {st}");
         // With nowhere else to go, the tenant is told to come back within the cap.
@@ -167,7 +155,7 @@ async fn an_absurd_usage_leaves_the_tenant_a_bounded_wait() {
             s => panic!("{tenant}: {s} {}", a.text()),
         }
     }
-    let st = deployment_status(&gw, "westus-std").await;
+    let st = gw.deployment_status("westus-std").await;
     let admitted = st["admitted_tokens_last_minute"].as_u64().unwrap();
     assert!(admitted < 10_000_000, "{st}");
 }

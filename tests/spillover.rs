@@ -6,7 +6,7 @@ mod support;
 use futures::future::join_all;
 use spillway_sim::{Fault, SimHandle, SimMode};
 use std::time::Duration;
-use support::client::{call, post_json, send, sse_data};
+use support::client::{post_json, send, sse_data};
 use support::*;
 
 struct Regions {
@@ -21,22 +21,9 @@ impl Regions {
         self.west.requests().len() + self.sweden.requests().len()
     }
 
-    async fn status(&self) -> serde_json::Value {
-        call("GET", &self.gw.admin_url("/status"), &[], "")
-            .await
-            .json()
-    }
-
     /// The deployment's entry in /status.
     async fn deployment_status(&self, name: &str) -> serde_json::Value {
-        let s = self.status().await;
-        s["pools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|p| p["deployments"].as_array().unwrap().clone())
-            .find(|d| d["name"] == name)
-            .unwrap()
+        self.gw.deployment_status(name).await
     }
 }
 

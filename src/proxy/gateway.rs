@@ -69,6 +69,19 @@ fn failure_reply(e: &Error, attempts: usize) -> Reply {
     }
 }
 
+/// An answer that says when to come back, in both of Azure's headers and in its words.
+fn retry_later(status: u16, code: &'static str, what: &str, wait: std::time::Duration) -> Reply {
+    let ms = wait.as_millis().max(1);
+    let secs = ms.div_ceil(1000);
+    Reply::new(
+        status,
+        code,
+        format!("{what}. Please retry after {secs} seconds."),
+    )
+    .with_header("retry-after-ms", ms.to_string())
+    .with_header("retry-after", secs.to_string())
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -237,34 +250,20 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let reply = match e.root_cause().downcast_ref::<NoChoice>() {
-            Some(NoChoice::AllThrottled(wait)) => {
-                let ms = wait.as_millis().max(1);
-                Reply::new(
-                    429,
-                    "429",
-                    format!(
-                        "Every deployment of this model is throttled. Please retry after {} seconds.",
-                        ms.div_ceil(1000)
-                    ),
-                )
-                .with_header("retry-after-ms", ms.to_string())
-                .with_header("retry-after", ms.div_ceil(1000).to_string())
-            }
-            Some(NoChoice::NoneUsable(wait)) => {
-                // Clients (and the SDKs' own retries) are told when to come back instead
-                // of hammering a model whose every deployment is out.
-                let ms = wait.as_millis().max(1);
-                Reply::new(
-                    503,
-                    "ServiceUnavailable",
-                    format!(
-                        "No deployment of this model is available. Please retry after {} seconds.",
-                        ms.div_ceil(1000)
-                    ),
-                )
-                .with_header("retry-after-ms", ms.to_string())
-                .with_header("retry-after", ms.div_ceil(1000).to_string())
-            }
+            Some(NoChoice::AllThrottled(wait)) => retry_later(
+                429,
+                "429",
+                "Every deployment of this model is throttled",
+                *wait,
+            ),
+            // Clients (and the SDKs' own retries) are told when to come back instead of
+            // hammering a model whose every deployment is out.
+            Some(NoChoice::NoneUsable(wait)) => retry_later(
+                503,
+                "ServiceUnavailable",
+                "No deployment of this model is available",
+                *wait,
+            ),
             _ => failure_reply(e, ctx.upstream.attempts.len()),
         };
         let code = if session.response_written().is_some() {

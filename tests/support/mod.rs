@@ -175,6 +175,20 @@ impl Gateway {
         format!("http://{}{path}", self.admin)
     }
 
+    /// A deployment's entry in the admin `/status`.
+    pub async fn deployment_status(&self, name: &str) -> serde_json::Value {
+        let status = client::call("GET", &self.admin_url("/status"), &[], "")
+            .await
+            .json();
+        status["pools"]
+            .as_array()
+            .expect("pools in /status")
+            .iter()
+            .flat_map(|p| p["deployments"].as_array().cloned().unwrap_or_default())
+            .find(|d| d["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in /status: {status}"))
+    }
+
     pub fn shared(&self) -> &std::sync::Arc<spillway::shared::Shared> {
         &self.embedded.as_ref().expect("running").shared
     }
