@@ -2,6 +2,7 @@
 
 mod clients;
 mod edge;
+mod fleet;
 mod policy;
 mod pools;
 
@@ -92,7 +93,11 @@ pub fn from_yaml(
     }
 
     let tenant_count = raw.tenants.len() as u32;
-    let tenants = build_tenants(raw.tenants, lookup, previous, &mut problems);
+    let fleet = fleet::build_fleet(raw.fleet, lookup, &mut problems);
+    // A tenant new to this process holds 1/expected_members of its budget until the fleet
+    // says more; a fleet that is running says so within one exchange.
+    let initial_share = fleet.as_ref().map_or(1, |f| f.expected_members);
+    let tenants = build_tenants(raw.tenants, lookup, previous, initial_share, &mut problems);
     let sync_window = Duration::from_millis(raw.timeouts.sync_total_ms);
     let governance = build_governance(raw.governance, sync_window, &mut problems);
     let pools = build_pools(raw.pools, lookup, previous, &mut problems);
@@ -195,6 +200,7 @@ pub fn from_yaml(
             routing,
             health,
             clients,
+            fleet,
             timeouts: Timeouts {
                 connect: Duration::from_millis(t.connect_ms),
                 first_byte: Duration::from_millis(t.first_byte_ms),

@@ -68,6 +68,38 @@ pub struct FileConfig {
     /// Who may reach the client port and how a client's address is read.
     #[serde(default)]
     pub clients: ClientsFile,
+    /// Instances that share budgets, saturation, cool-downs and the retry budget through a
+    /// Redis. Absent: each instance keeps its own, as a single gateway does.
+    #[serde(default)]
+    pub fleet: Option<FleetFile>,
+}
+
+/// The fleet's shared state in Redis (see README, "Running a fleet").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFile {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://...` for TLS (Azure Cache for
+    /// Redis). `${VAR}` reads the environment, so the password stays in a Secret.
+    pub redis_url: String,
+    /// Put before every key, so that several fleets can share one Redis.
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    /// This instance's name among the members; default: host name and process id.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// Time between two exchanges with Redis (one round trip each).
+    #[serde(default)]
+    pub sync_interval_ms: Option<u64>,
+    /// An instance not heard from for this long leaves the membership.
+    #[serde(default)]
+    pub member_timeout_ms: Option<u64>,
+    /// Connecting to Redis, and each exchange, fail after this long.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// The fleet size assumed until this instance first hears from Redis (a fresh instance
+    /// that cannot reach it admits 1/this of each budget).
+    #[serde(default)]
+    pub expected_members: Option<u32>,
 }
 
 /// Who may reach the client port, and how a client's address is read.

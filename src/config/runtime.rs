@@ -36,6 +36,8 @@ pub struct Config {
     pub routing: RoutingPolicy,
     pub health: HealthPolicy,
     pub clients: Clients,
+    /// `None`: a single instance.
+    pub fleet: Option<Fleet>,
     /// Hash of the file's text, shown on /status so operators can tell which file runs.
     pub hash: String,
 }
@@ -146,6 +148,9 @@ pub struct Tenant {
     pub caps: CapOverrides,
     /// Live budget; shared with the previous config when the tenant survives a reload.
     pub budget: Arc<LocalBudget>,
+    /// A number unique to this tenant in this process, kept across reloads: the source of
+    /// the failures it meets, for blaming deployments (see `routing::state::Failure`).
+    pub id: u64,
 }
 
 /// Cap settings that override the global ones for a model or a tenant.
@@ -229,6 +234,33 @@ pub struct Clients {
     pub front_door_id: Option<Secret>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub auth_failures: AuthFailurePolicy,
+}
+
+/// The fleet's Redis and timing (see `ops::fleet`).
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// Holds the password, if the URL has one.
+    pub redis_url: Secret,
+    pub key_prefix: String,
+    pub instance_id: String,
+    pub sync_interval: Duration,
+    pub member_timeout: Duration,
+    pub timeout: Duration,
+    pub expected_members: u32,
+}
+
+impl Fleet {
+    /// The URL as shown to operators: scheme, host and port, never the credentials.
+    pub fn redis_display(&self) -> String {
+        redact_url(self.redis_url.expose())
+    }
+}
+
+/// `scheme://host:port/db` without user or password.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://{host}")
 }
 
 /// Upstream timeouts.

@@ -68,8 +68,9 @@ impl Bucket {
         last: None,
     };
 
-    fn refill(&mut self, per_minute: u64, now: Instant) {
-        let cap = per_minute as f64;
+    /// Refills `1/share` of a `per_minute` budget, up to `1/share` of it.
+    fn refill(&mut self, per_minute: u64, share: u32, now: Instant) {
+        let cap = per_minute as f64 / f64::from(share.max(1));
         let level = match self.last {
             None => cap,
             Some(last) => {
@@ -81,26 +82,192 @@ impl Bucket {
         self.last = Some(now);
     }
 
-    /// Time until `amount` is available. With the debt bounded (see `settle`) and `amount` at
-    /// most a minute's budget, that is at most [`MAX_WAIT`]; the fallback only keeps an
-    /// impossible value from panicking in `Duration`.
-    fn wait_for(&self, amount: f64, per_minute: u64) -> Duration {
+    /// Time until `amount` is available at `1/share` of the rate. With the debt bounded (see
+    /// `settle`) and `amount` at most a minute's budget, that is at most [`MAX_WAIT`] for one
+    /// instance; the cap keeps a fleet's share, and an impossible value, from going beyond.
+    fn wait_for(&self, amount: f64, per_minute: u64, share: u32) -> Duration {
         let missing = (amount - self.level).max(0.0);
-        Duration::try_from_secs_f64(missing * 60.0 / per_minute.max(1) as f64)
-            .map_or(MAX_WAIT, |w| w.min(MAX_WAIT))
+        let rate = per_minute.max(1) as f64 / f64::from(share.max(1));
+        Duration::try_from_secs_f64(missing * 60.0 / rate).map_or(MAX_WAIT, |w| w.min(MAX_WAIT))
     }
 }
 
-/// One process's budgets for one tenant.
+/// One dimension (tokens or requests) of a tenant's budget on this instance.
+#[derive(Debug, Clone, Copy)]
+struct Dim {
+    bucket: Bucket,
+    /// What this instance owes the fleet's bucket at the next exchange: its unused lease,
+    /// less what it spent since (negative after spending in local mode). See `ops::fleet`.
+    owed: f64,
+    /// Amounts asked for since the last exchange, admitted or not: this instance's weight
+    /// when the fleet shares out the budget.
+    demand: f64,
+}
+
+impl Dim {
+    const NEW: Dim = Dim {
+        bucket: Bucket::FULL,
+        owed: 0.0,
+        demand: 0.0,
+    };
+
+    fn charge(&mut self, amount: f64, per_minute: u64) {
+        let cap = per_minute as f64;
+        self.bucket.level -= amount;
+        self.owed = (self.owed - amount).clamp(-cap, cap);
+    }
+}
+
+/// How this instance's buckets relate to the fleet's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    /// Each bucket holds and refills `1/share` of the limit: `share` is 1 for a single
+    /// gateway, the last known fleet size while Redis is out of reach.
+    Local { share: u32 },
+    /// Each bucket holds the lease the fleet granted at the last exchange and does not
+    /// refill until the next one; after `until` without one, `Local { share: members }`.
+    Fleet { until: Instant, members: u32 },
+}
+
+#[derive(Debug)]
+struct State {
+    tok: Dim,
+    req: Dim,
+    mode: Mode,
+    /// Mean token charge of recent requests: the smallest lease worth granting.
+    unit: f64,
+}
+
+/// One process's budgets for one tenant: the whole budget for a single gateway, or this
+/// instance's lease of a fleet's budget (see README, "Running a fleet").
 #[derive(Debug)]
 pub struct LocalBudget {
-    inner: Mutex<(Bucket, Bucket)>,
+    inner: Mutex<State>,
 }
 
 impl Default for LocalBudget {
     fn default() -> Self {
+        Self::with_share(1)
+    }
+}
+
+/// What an instance sends the fleet about one dimension of a tenant's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DimReport {
+    /// Added to the fleet's bucket: the unused lease, less local spending and corrections.
+    pub give_back: f64,
+    pub demand: f64,
+    /// The smallest useful lease: one typical request.
+    pub unit: f64,
+}
+
+/// Both dimensions; see [`LocalBudget::report`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BudgetReport {
+    pub tokens: DimReport,
+    pub requests: DimReport,
+}
+
+impl LocalBudget {
+    /// A budget that holds `1/share` of the limits until the fleet says otherwise.
+    pub fn with_share(share: u32) -> Self {
         LocalBudget {
-            inner: Mutex::new((Bucket::FULL, Bucket::FULL)),
+            inner: Mutex::new(State {
+                tok: Dim::NEW,
+                req: Dim::NEW,
+                mode: Mode::Local {
+                    share: share.max(1),
+                },
+                unit: 0.0,
+            }),
+        }
+    }
+
+    /// Takes what the fleet is owed and the demand since the last report. If the exchange
+    /// fails, [`LocalBudget::restore`] puts them back.
+    pub fn report(&self) -> BudgetReport {
+        let mut s = self.inner.lock();
+        let unit = s.unit.max(1.0);
+        let take = |d: &mut Dim, unit: f64| {
+            let r = DimReport {
+                give_back: d.owed,
+                demand: d.demand,
+                unit,
+            };
+            d.owed = 0.0;
+            d.demand = 0.0;
+            r
+        };
+        let tokens = take(&mut s.tok, unit);
+        let requests = take(&mut s.req, 1.0);
+        BudgetReport { tokens, requests }
+    }
+
+    /// Undoes a [`LocalBudget::report`] the fleet never received.
+    pub fn restore(&self, r: &BudgetReport) {
+        let mut s = self.inner.lock();
+        s.tok.owed += r.tokens.give_back;
+        s.tok.demand += r.tokens.demand;
+        s.req.owed += r.requests.give_back;
+        s.req.demand += r.requests.demand;
+    }
+
+    /// The fleet granted these leases (in place of the ones given back at the report):
+    /// they are all this instance may admit until the next exchange or `until`.
+    pub fn grant(&self, tokens: f64, requests: f64, members: u32, until: Instant, now: Instant) {
+        let mut guard = self.inner.lock();
+        let s = &mut *guard;
+        for (d, g) in [(&mut s.tok, tokens), (&mut s.req, requests)] {
+            // What was spent since the report is already in `owed` (negative).
+            d.owed += g;
+            d.bucket.level = d.owed;
+            d.bucket.last = Some(now);
+        }
+        s.mode = Mode::Fleet {
+            until,
+            members: members.max(1),
+        };
+    }
+
+    /// Redis is out of reach: hold and refill `1/members` of the limits from now on.
+    pub fn fall_back(&self, members: u32, now: Instant) {
+        let mut s = self.inner.lock();
+        s.fall_back(members, now);
+    }
+
+    /// The fleet size this budget currently divides by (1 for a single gateway).
+    pub fn share(&self) -> u32 {
+        match self.inner.lock().mode {
+            Mode::Local { share } => share,
+            Mode::Fleet { members, .. } => members,
+        }
+    }
+}
+
+impl State {
+    fn fall_back(&mut self, members: u32, now: Instant) {
+        if matches!(self.mode, Mode::Fleet { .. }) {
+            // The lease left is kept and refills from now on at this instance's share.
+            self.tok.bucket.last = Some(now);
+            self.req.bucket.last = Some(now);
+        }
+        self.mode = Mode::Local {
+            share: members.max(1),
+        };
+    }
+
+    /// The divisor for refills and waits, after expiring a fleet lease that outlived its
+    /// exchange. `None`: a fleet lease, which does not refill.
+    fn refill_share(&mut self, now: Instant) -> (Option<u32>, u32) {
+        if let Mode::Fleet { until, members } = self.mode {
+            if now <= until {
+                return (None, members);
+            }
+            self.fall_back(members, now);
+        }
+        match self.mode {
+            Mode::Local { share } => (Some(share), share),
+            Mode::Fleet { members, .. } => (None, members),
         }
     }
 }
@@ -121,43 +288,59 @@ impl BudgetStore for LocalBudget {
             }
         }
         let mut guard = self.inner.lock();
-        let (tok, req) = &mut *guard;
+        let s = &mut *guard;
+        let (refill, share) = s.refill_share(now);
         let mut wait = Duration::ZERO;
         let mut what = "";
         if let Some(tpm) = limits.tokens_per_minute {
-            tok.refill(tpm, now);
-            let w = tok.wait_for(tokens as f64, tpm);
+            if let Some(share) = refill {
+                s.tok.bucket.refill(tpm, share, now);
+            }
+            s.tok.demand += tokens as f64;
+            // A slow mean: the fleet's smallest useful lease is one typical request.
+            s.unit = if s.unit == 0.0 {
+                tokens as f64
+            } else {
+                s.unit * 0.9 + tokens as f64 * 0.1
+            };
+            let w = s.tok.bucket.wait_for(tokens as f64, tpm, share);
             if w > wait {
                 (wait, what) = (w, "tokens");
             }
         }
         if let Some(rpm) = limits.requests_per_minute {
-            req.refill(rpm, now);
-            let w = req.wait_for(1.0, rpm);
+            if let Some(share) = refill {
+                s.req.bucket.refill(rpm, share, now);
+            }
+            s.req.demand += 1.0;
+            let w = s.req.bucket.wait_for(1.0, rpm, share);
             if w > wait {
                 (wait, what) = (w, "requests");
             }
         }
-        let remaining = |tok: &Bucket, req: &Bucket| Remaining {
-            tokens: limits.tokens_per_minute.map(|_| tok.level.max(0.0) as u64),
+        // The headers speak for the tenant, not for this instance: scale the share back up.
+        let remaining = |s: &State| Remaining {
+            tokens: limits
+                .tokens_per_minute
+                .map(|_| (s.tok.bucket.level.max(0.0) * f64::from(share)) as u64),
             requests: limits
                 .requests_per_minute
-                .map(|_| req.level.max(0.0) as u64),
+                .map(|_| (s.req.bucket.level.max(0.0) * f64::from(share)) as u64),
         };
         if !wait.is_zero() {
             return Err(OverBudget::RetryAfter {
                 wait,
-                remaining: remaining(tok, req),
+                remaining: remaining(s),
                 what,
             });
         }
-        if limits.tokens_per_minute.is_some() {
-            tok.level -= tokens as f64;
+        if let Some(tpm) = limits.tokens_per_minute {
+            s.tok.charge(tokens as f64, tpm);
         }
-        if limits.requests_per_minute.is_some() {
-            req.level -= 1.0;
+        if let Some(rpm) = limits.requests_per_minute {
+            s.req.charge(1.0, rpm);
         }
-        Ok(remaining(tok, req))
+        Ok(remaining(s))
     }
 
     fn settle(&self, limits: BudgetLimits, charged: u64, actual: u64, now: Instant) {
@@ -165,13 +348,19 @@ impl BudgetStore for LocalBudget {
             return;
         };
         let mut guard = self.inner.lock();
-        let tok = &mut guard.0;
-        tok.refill(tpm, now);
+        let s = &mut *guard;
+        let (refill, share) = s.refill_share(now);
+        if let Some(share) = refill {
+            s.tok.bucket.refill(tpm, share, now);
+        }
         // A debt beyond one minute's budget cannot come from work the gateway admitted (a
         // request larger than the budget is refused up front): it is an upstream's count
         // gone wrong, which must not lock the tenant out for hours.
-        let cap = tpm as f64;
-        tok.level = (tok.level + charged as f64 - actual as f64).clamp(-cap, cap);
+        // A fleet lease may be larger than an even share: only a local bucket has that cap.
+        let cap = tpm as f64 / f64::from(if refill.is_some() { share } else { 1 });
+        let delta = charged as f64 - actual as f64;
+        s.tok.bucket.level = (s.tok.bucket.level + delta).clamp(-cap, cap);
+        s.tok.owed = (s.tok.owed + delta).clamp(-(tpm as f64), tpm as f64);
     }
 }
 

@@ -13,7 +13,6 @@ use crate::shared::Shared;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::{Error, ErrorType, Result};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Idle upstream connections are kept this long for reuse.
@@ -47,11 +46,7 @@ pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<Http
     let prompt_tokens = prepare_body(ctx, model.adaptive_sync_cap, &deployment);
     let output = ctx.upstream.capped.as_ref().map_or(0, |c| c.total_output);
     let origin = Origin {
-        // The tenant's live budget outlives reloads: its address is the tenant's identity.
-        source: ctx
-            .tenant
-            .as_ref()
-            .map_or(0, |t| Arc::as_ptr(&t.budget) as usize as u64),
+        source: ctx.tenant.as_ref().map_or(0, |t| t.id),
         output,
         stream: ctx.admission.as_ref().is_some_and(|a| a.streaming()),
     };

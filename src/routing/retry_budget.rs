@@ -1,6 +1,7 @@
 //! The retry budget: retries may be at most a fraction of recent requests (plus a small
 //! floor), so that an outage turns into failed requests, never into a retry storm.
 
+use super::fleet::FleetCount;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use tokio::time::Instant;
 
@@ -13,6 +14,9 @@ pub struct RetryBudget {
     stamps: [AtomicU64; SLOTS],
     requests: [AtomicU32; SLOTS],
     retries: [AtomicU32; SLOTS],
+    /// The rest of the fleet's requests and retries, so the share holds fleet-wide.
+    pub fleet_requests: FleetCount,
+    pub fleet_retries: FleetCount,
 }
 
 impl Default for RetryBudget {
@@ -22,6 +26,8 @@ impl Default for RetryBudget {
             stamps: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
             requests: std::array::from_fn(|_| AtomicU32::new(0)),
             retries: std::array::from_fn(|_| AtomicU32::new(0)),
+            fleet_requests: FleetCount::default(),
+            fleet_retries: FleetCount::default(),
         }
     }
 }
@@ -54,20 +60,32 @@ impl RetryBudget {
         (req, ret)
     }
 
+    /// This instance's requests and retries over the last ten seconds.
+    pub fn own(&self, now: Instant) -> (u64, u64) {
+        let sec = now.saturating_duration_since(self.epoch).as_secs();
+        self.totals(sec)
+    }
+
     /// Counts a new client request.
     pub fn on_request(&self, now: Instant) {
         let (i, _) = self.slot(now);
         self.requests[i].fetch_add(1, Relaxed);
+        self.fleet_requests.add(1);
     }
 
     /// Takes one retry from the budget if there is room: `percent` of the requests of the
-    /// last ten seconds, plus `min_per_second` × 10.
+    /// last ten seconds, plus `min_per_second` × 10, across the fleet when there is one.
     pub fn try_retry(&self, percent: f64, min_per_second: u32, now: Instant) -> bool {
         let (i, sec) = self.slot(now);
         let (requests, retries) = self.totals(sec);
+        let (requests, retries) = (
+            self.fleet_requests.total(requests),
+            self.fleet_retries.total(retries),
+        );
         let allowed = requests as f64 * percent / 100.0 + f64::from(min_per_second) * SLOTS as f64;
         if (retries as f64) < allowed {
             self.retries[i].fetch_add(1, Relaxed);
+            self.fleet_retries.add(1);
             true
         } else {
             false

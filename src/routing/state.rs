@@ -2,6 +2,7 @@
 //! send a request (health, cool-down, utilization, recent load), updated from every response.
 //! It outlives config reloads.
 
+use super::fleet::FleetCount;
 use super::window::TokenWindow;
 use crate::governance::adaptive::RateMeter;
 use arc_swap::ArcSwapOption;
@@ -113,6 +114,16 @@ pub struct DeploymentState {
     /// Estimated tokens sent per second over the last minute, corrected by real usage
     /// (see [`Lease`]).
     admitted: TokenWindow,
+    /// The rest of the fleet's admitted tokens (see `routing::fleet`).
+    pub fleet: FleetCount,
+    /// News for the fleet not yet sent: the end of a cool-down or an ejection this instance
+    /// imposed (in this state's milliseconds; 0: none), a fresh utilization reading.
+    fleet_cooldown_ms: AtomicU64,
+    fleet_ejection_ms: AtomicU64,
+    fleet_reading: AtomicBool,
+    /// The end of the last ejection taken from the fleet, so that one this instance's own
+    /// checks ended is not taken again.
+    fleet_ejection_seen_ms: AtomicU64,
     /// 429s received, for status and metrics.
     throttled: AtomicU64,
     cooldown_until_ms: AtomicU64,
@@ -147,6 +158,11 @@ impl DeploymentState {
             resolving: AtomicBool::new(false),
             rate: RateMeter::default(),
             admitted: TokenWindow::default(),
+            fleet: FleetCount::default(),
+            fleet_cooldown_ms: AtomicU64::new(0),
+            fleet_ejection_ms: AtomicU64::new(0),
+            fleet_reading: AtomicBool::new(false),
+            fleet_ejection_seen_ms: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             cooldown_until_ms: AtomicU64::new(0),
             utilization_permille: AtomicU32::new(0),
@@ -182,6 +198,7 @@ impl DeploymentState {
     pub fn lease(self: &Arc<Self>, tokens: u64, now: Instant) -> Lease {
         let sec = self.second(now);
         self.admitted.add(sec, clamp_i64(tokens));
+        self.fleet.add(clamp_i64(tokens));
         Lease {
             inflight: self.enter(),
             sec,
@@ -210,6 +227,7 @@ impl DeploymentState {
         let wait = millis(retry_after.min(policy.max_cooldown));
         let until = self.ms(now).saturating_add(wait);
         self.cooldown_until_ms.fetch_max(until, Relaxed);
+        self.fleet_cooldown_ms.fetch_max(until, Relaxed);
         self.throttled.fetch_add(1, Relaxed);
     }
 
@@ -239,9 +257,14 @@ impl DeploymentState {
         policy: &RoutingPolicy,
         now: Instant,
     ) {
+        self.record_utilization(percent, self.ms(now), spill_at, policy);
+        self.fleet_reading.store(true, Relaxed);
+    }
+
+    fn record_utilization(&self, percent: f64, at_ms: u64, spill_at: f64, policy: &RoutingPolicy) {
         let permille = (percent.clamp(0.0, 1000.0) * 10.0).round() as u32;
         self.utilization_permille.store(permille, Relaxed);
-        self.utilization_at_ms.store(self.ms(now), Relaxed);
+        self.utilization_at_ms.store(at_ms, Relaxed);
         if percent >= spill_at {
             self.saturated.store(true, Relaxed);
         } else if percent < spill_at - policy.hysteresis_percent {
@@ -261,7 +284,90 @@ impl DeploymentState {
     /// Utilization predicted from the tokens sent in the last minute, for a deployment with
     /// a known capacity.
     pub fn predicted_utilization(&self, capacity_tpm: u64, now: Instant) -> f64 {
-        self.admitted_tokens(now) as f64 * 100.0 / capacity_tpm.max(1) as f64
+        self.fleet_admitted_tokens(now) as f64 * 100.0 / capacity_tpm.max(1) as f64
+    }
+
+    /// Tokens the whole fleet admitted over the last minute, as far as this instance knows
+    /// (its own for a single gateway).
+    pub fn fleet_admitted_tokens(&self, now: Instant) -> u64 {
+        self.fleet.total(self.admitted_tokens(now))
+    }
+
+    /// What the fleet should learn from this instance, taken for one exchange.
+    pub fn fleet_news(&self, now: Instant) -> FleetNews {
+        let at = self.ms(now);
+        let left = |until: u64| until.saturating_sub(at);
+        let reading = self.fleet_reading.swap(false, Relaxed);
+        let reading_at = self.utilization_at_ms.load(Relaxed);
+        FleetNews {
+            admitted: self.admitted_tokens(now),
+            unsynced: self.fleet.unsynced(),
+            cooldown_ms: left(self.fleet_cooldown_ms.swap(0, Relaxed)),
+            ejection_ms: left(self.fleet_ejection_ms.swap(0, Relaxed)),
+            reading: (reading && reading_at != NONE).then(|| {
+                (
+                    self.utilization_permille.load(Relaxed),
+                    at.saturating_sub(reading_at),
+                )
+            }),
+        }
+    }
+
+    /// The exchange carrying `news` failed: keep it for the next one.
+    pub fn restore_news(&self, news: &FleetNews, now: Instant) {
+        let at = self.ms(now);
+        if news.cooldown_ms > 0 {
+            self.fleet_cooldown_ms
+                .fetch_max(at.saturating_add(news.cooldown_ms), Relaxed);
+        }
+        if news.ejection_ms > 0 {
+            self.fleet_ejection_ms
+                .fetch_max(at.saturating_add(news.ejection_ms), Relaxed);
+        }
+        if news.reading.is_some() {
+            self.fleet_reading.store(true, Relaxed);
+        }
+    }
+
+    /// Takes in the fleet's view of this deployment after an exchange that carried `news`.
+    pub fn adopt(
+        &self,
+        news: &FleetNews,
+        view: &FleetView,
+        spill_at: f64,
+        policy: &RoutingPolicy,
+        now: Instant,
+    ) {
+        let at = self.ms(now);
+        self.fleet.apply(
+            view.admitted.saturating_sub(news.admitted),
+            view.members,
+            news.unsynced,
+        );
+        if view.cooldown_ms > 0 {
+            let until = at.saturating_add(view.cooldown_ms.min(millis(policy.max_cooldown)));
+            self.cooldown_until_ms.fetch_max(until, Relaxed);
+        }
+        if view.ejection_ms > 0 {
+            let until = at.saturating_add(view.ejection_ms);
+            // The same ejection comes back on every exchange until it ends, a little later
+            // each time by the round trip: take it once, and a later one when there is one.
+            let seen = self.fleet_ejection_seen_ms.load(Relaxed);
+            if until > seen.saturating_add(1_000) || seen == 0 {
+                self.fleet_ejection_seen_ms.store(until, Relaxed);
+                if until > self.ejected_until_ms.load(Relaxed) {
+                    self.ejected_until_ms.store(until, Relaxed);
+                    self.ejected_by_connect.store(false, Relaxed);
+                }
+            }
+        }
+        if let Some((permille, age)) = view.reading {
+            let reading_at = at.saturating_sub(age);
+            let mine = self.utilization_at_ms.load(Relaxed);
+            if mine == NONE || reading_at > mine {
+                self.record_utilization(f64::from(permille) / 10.0, reading_at, spill_at, policy);
+            }
+        }
     }
 
     /// A successful response: passive health recovers.
@@ -292,8 +398,10 @@ impl DeploymentState {
         let k = self.ejections.fetch_add(1, Relaxed).min(3);
         // `eject_ms` is the operator's, unbounded: doubling it must not overflow a Duration.
         let length = policy.eject_for.saturating_mul(1u32 << k);
-        self.ejected_until_ms
-            .store(self.ms(now).saturating_add(millis(length)), Relaxed);
+        let until = self.ms(now).saturating_add(millis(length));
+        self.ejected_until_ms.store(until, Relaxed);
+        self.fleet_ejection_ms.fetch_max(until, Relaxed);
+        self.fleet_ejection_seen_ms.fetch_max(until, Relaxed);
         self.ejected_by_connect.store(connect, Relaxed);
         // Half-open when the ejection ends: the next failure ejects again, for longer.
         self.failures
@@ -388,11 +496,48 @@ impl DeploymentState {
             "saturated": self.saturated.load(Relaxed),
             "inflight": self.inflight.load(Relaxed),
             "admitted_tokens_last_minute": self.admitted_tokens(now),
+            "fleet_admitted_tokens_last_minute": self.fleet_admitted_tokens(now),
             "throttled_total": self.throttled.load(Relaxed),
             "consecutive_failures": self.failures.load(Relaxed),
             "output_tokens_per_second": self.rate.rate(now),
         })
     }
+}
+
+impl DeploymentState {
+    /// Corrects the admitted window, and what the fleet is told was added.
+    fn amend(&self, sec: u64, delta: i64) {
+        if self.admitted.amend(sec, delta) {
+            self.fleet.add(delta);
+        }
+    }
+}
+
+/// What one instance tells the fleet about a deployment at one exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FleetNews {
+    /// Its own admitted tokens over the last minute.
+    pub admitted: u64,
+    /// Added since the previous exchange (see `FleetCount`).
+    pub unsynced: i64,
+    /// What is left of a cool-down or an ejection it imposed since the last exchange.
+    pub cooldown_ms: u64,
+    pub ejection_ms: u64,
+    /// A utilization reading it got since the last exchange, in permille, and its age.
+    pub reading: Option<(u32, u64)>,
+}
+
+/// The fleet's view of a deployment after an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FleetView {
+    pub members: u32,
+    /// Every member's admitted tokens over the last minute, this one's included.
+    pub admitted: u64,
+    /// The longest cool-down and ejection any member imposed, still to run.
+    pub cooldown_ms: u64,
+    pub ejection_ms: u64,
+    /// The newest utilization reading any member got, in permille, and its age.
+    pub reading: Option<(u32, u64)>,
 }
 
 /// Decrements the in-flight count when the attempt ends, however it ends.
@@ -431,10 +576,7 @@ impl Lease {
     /// Nothing was generated (connect failure, a status replayed elsewhere, a client that
     /// left before the answer): the tokens come back out of the window.
     pub fn release(self) {
-        self.inflight
-            .0
-            .admitted
-            .amend(self.sec, -clamp_i64(self.tokens));
+        self.inflight.0.amend(self.sec, -clamp_i64(self.tokens));
     }
 
     /// The request ended having used `actual` tokens, when the upstream said (or the stream
@@ -442,7 +584,7 @@ impl Lease {
     pub fn settle(self, actual: Option<u64>) {
         if let Some(actual) = actual {
             let delta = clamp_i64(actual).saturating_sub(clamp_i64(self.tokens));
-            self.inflight.0.admitted.amend(self.sec, delta);
+            self.inflight.0.amend(self.sec, delta);
         }
     }
 }

@@ -43,11 +43,14 @@ impl TokenWindow {
     /// Corrects what was added at second `sec` by `delta`, in that second's slot, while the
     /// window still holds it. Once that second has left the window the correction is
     /// dropped: applied at a later second, it would hide that second's real traffic.
-    pub fn amend(&self, sec: u64, delta: i64) {
+    /// Returns whether it was applied.
+    pub fn amend(&self, sec: u64, delta: i64) -> bool {
         let i = (sec % SLOTS as u64) as usize;
-        if self.stamps[i].load(Relaxed) == sec {
+        let applies = self.stamps[i].load(Relaxed) == sec;
+        if applies {
             saturating_add(&self.counts[i], delta);
         }
+        applies
     }
 
     /// Tokens added in the minute ending at second `sec` (never negative).

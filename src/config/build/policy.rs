@@ -44,6 +44,7 @@ pub(super) fn build_tenants(
     raw: Vec<crate::config::file::TenantFile>,
     lookup: &dyn Fn(&str) -> Option<String>,
     previous: Option<&Config>,
+    initial_share: u32,
     problems: &mut Problems,
 ) -> Tenants {
     if raw.is_empty() {
@@ -100,10 +101,17 @@ pub(super) fn build_tenants(
         }
         let caps = build_caps(&format!("tenants[{i}]"), t.caps, problems);
         // The budget's level carries over a reload, so a reload is no way to reset it.
-        let budget = previous
-            .and_then(|c| c.tenants.all().iter().find(|p| p.name == t.name))
+        let before = previous.and_then(|c| c.tenants.all().iter().find(|p| p.name == t.name));
+        let budget = before
             .map(|p| p.budget.clone())
-            .unwrap_or_else(|| Arc::new(LocalBudget::default()));
+            .unwrap_or_else(|| Arc::new(LocalBudget::with_share(initial_share)));
+        // Sequential ids spread over the failure-source bits; addresses (used before) did
+        // not: two tenants' budgets allocated side by side could share a bit.
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = before.map_or_else(
+            || NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            |p| p.id,
+        );
         let tenant = Tenant {
             name: t.name,
             limits: BudgetLimits {
@@ -112,6 +120,7 @@ pub(super) fn build_tenants(
             },
             caps,
             budget,
+            id,
         };
         out.push((Arc::new(tenant), keys));
     }

@@ -12,6 +12,7 @@ fn tenant(name: &str) -> Arc<Tenant> {
         limits: Default::default(),
         caps: Default::default(),
         budget: Default::default(),
+        id: 0,
     })
 }
 
