@@ -70,6 +70,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
         "ready": shared.not_ready_reason().is_none(),
         "draining": shared.is_draining(),
         "client_connections": shared.edge.open(),
+        "fleet": shared.fleet.status(now),
         "models": shared.model_health().into_iter().map(|(name, ok)| (name, ok.into())).collect::<serde_json::Map<_, _>>(),
         "last_reload": *shared.last_reload.lock(),
         "pools": pools,

@@ -4,6 +4,7 @@
 use crate::admin::Admin;
 use crate::config::Loaded;
 use crate::edge::EdgeApp;
+use crate::ops::fleet::FleetSync;
 use crate::ops::health::HealthChecker;
 use crate::ops::reload::Reloader;
 use crate::ops::signals::DrainingSignals;
@@ -68,6 +69,10 @@ pub fn build(loaded: Loaded, opt: Opt, config_path: Option<PathBuf>) -> (Server,
     srv.add_service(background_service(
         "spillway health checks",
         HealthChecker::new(shared.clone()),
+    ));
+    srv.add_service(background_service(
+        "spillway fleet sync",
+        FleetSync::new(shared.clone()),
     ));
     srv.add_service(background_service(
         "spillway config reload",

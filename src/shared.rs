@@ -7,6 +7,7 @@ use crate::governance::auth_failures::AuthFailures;
 use crate::routing::retry_budget::RetryBudget;
 use crate::telemetry::access::{AccessLog, Sink};
 use crate::telemetry::edge::EdgeCounters;
+use crate::telemetry::fleet::FleetTelemetry;
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -28,6 +29,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Open client connections and the edge limits that fired.
     pub edge: Arc<EdgeCounters>,
+    /// The fleet view's status and metrics (see `ops::fleet`).
+    pub fleet: FleetTelemetry,
     /// One certificate resolver per TLS listener (by `listen` index), updated on reload.
     pub certs: Vec<Option<Arc<CertResolver>>>,
     pub access_log: AccessLog,
@@ -58,6 +61,7 @@ impl Shared {
             .collect();
         Arc::new(Shared {
             edge: Arc::new(EdgeCounters::new(&metrics)),
+            fleet: FleetTelemetry::new(&metrics),
             certs,
             metrics,
             access_log,

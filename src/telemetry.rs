@@ -2,4 +2,5 @@
 
 pub mod access;
 pub mod edge;
+pub mod fleet;
 pub mod metrics;
