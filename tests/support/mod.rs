@@ -4,6 +4,7 @@
 
 pub mod client;
 mod conf;
+pub mod redis;
 
 pub use conf::Conf;
 
