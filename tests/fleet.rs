@@ -391,3 +391,72 @@ async fn a_member_that_vanishes_leaves_and_its_share_returns() {
         "a and b admitted only {ok}: gw-c's third did not come back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_password_never_shows_and_a_wrong_one_is_local_fallback() {
+    const PASSWORD: &str = "fleet-pw-0123456789";
+    let redis = Redis::start_with_password(PASSWORD);
+    let std = standard("westus-std").await;
+    let conf = |url: &str, id: &str| {
+        fleet_conf(url, |c| {
+            c.set("tenants.search.tokens_per_minute", TPM)
+                .pool("standard", "standard", &[("westus-std", &std)])
+                .model("gpt-4o-mini", &["standard"])
+        })(id)
+    };
+    let good = Gateway::start(&conf(&redis.url(), "gw-a")).await;
+    wait_mode(&good, "fleet", 1).await;
+    let wrong_url = redis.url().replace(PASSWORD, "wrong-pw-0123456789");
+    let wrong = Gateway::start(&conf(&wrong_url, "gw-b")).await;
+    wait_mode(&wrong, "local fallback", 3).await;
+    let a = post_json(&wrong.url(&chat_path("gpt-4o-mini")), TENANT_KEY, body()).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    for gw in [&good, &wrong] {
+        for path in ["/status", "/metrics", "/"] {
+            let text = call("GET", &gw.admin_url(path), &[], "").await.text();
+            assert!(
+                !text.contains("fleet-pw") && !text.contains("wrong-pw"),
+                "{path}: {text}"
+            );
+        }
+        let f = fleet_status(gw).await;
+        assert_eq!(f["redis"], format!("redis://127.0.0.1:{}", redis.port));
+    }
+    assert_eq!(fleet_status(&wrong).await["last_error"], "connect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_and_removes_the_fleet() {
+    let redis = Redis::start();
+    let std = standard("westus-std").await;
+    let dir = std::env::temp_dir().join(format!("spillway-fleet-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("spillway.yaml");
+    let single = Conf::new()
+        .set("health.interval_ms", 0)
+        .set("tenants.search.tokens_per_minute", TPM)
+        .pool("standard", "standard", &[("westus-std", &std)])
+        .model("gpt-4o-mini", &["standard"]);
+    let gw = Gateway::start_from_file(&single, &path).await;
+    assert_eq!(fleet_status(&gw).await["mode"], "off");
+    gw.rewrite(
+        &path,
+        &single
+            .clone()
+            .set("fleet.redis_url", redis.url())
+            .set("fleet.instance_id", "gw-a"),
+    );
+    wait_mode(&gw, "fleet", 1).await;
+    assert_eq!(
+        redis.command(&["ZCARD", "{spillway}:members"]).as_deref(),
+        Some(":1")
+    );
+    gw.rewrite(&path, &single);
+    wait_until("the fleet to be off", Duration::from_secs(10), async || {
+        fleet_status(&gw).await["mode"] == "off"
+    })
+    .await;
+    let a = post_json(&gw.url(&chat_path("gpt-4o-mini")), TENANT_KEY, body()).await;
+    assert_eq!(a.status, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}

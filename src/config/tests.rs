@@ -3,6 +3,7 @@
 use super::*;
 use std::path::Path;
 
+mod fleet;
 mod security;
 
 const GOOD: &str = r#"

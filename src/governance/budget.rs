@@ -263,7 +263,8 @@ impl State {
             if now <= until {
                 return (None, members);
             }
-            self.fall_back(members, now);
+            // The lease held until `until`; the share refills from then.
+            self.fall_back(members, until);
         }
         match self.mode {
             Mode::Local { share } => (Some(share), share),
@@ -450,5 +451,91 @@ mod tests {
         assert!(LocalBudget::default()
             .admit(BudgetLimits::default(), 1 << 40, Instant::now())
             .is_ok());
+    }
+
+    /// A fleet of three: each member holds a third until the fleet grants leases, admits only
+    /// from its lease, gives back what it did not spend, and falls back to a third of the
+    /// limits (refilled at a third of the rate) when the exchanges stop.
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_member_admits_from_its_lease_and_falls_back_to_its_share() {
+        let limits = BudgetLimits {
+            tokens_per_minute: Some(6000),
+            requests_per_minute: None,
+        };
+        let b = LocalBudget::with_share(3);
+        let now = Instant::now();
+        assert!(b.admit(limits, 2000, now).is_ok(), "a third of 6000");
+        assert!(b.admit(limits, 1, now).is_err());
+        // The first exchange: the 2000 spent locally is owed to the fleet's bucket, and the
+        // demand counts the refused token too.
+        let r = b.report();
+        assert_eq!(r.tokens.give_back, -2000.0);
+        assert_eq!(r.tokens.demand, 2001.0);
+        b.grant(3000.0, 0.0, 3, now + Duration::from_millis(300), now);
+        assert_eq!(b.share(), 3);
+        assert!(b.admit(limits, 2500, now).is_ok());
+        assert!(b.admit(limits, 600, now).is_err(), "500 left of the lease");
+        // No refill between exchanges: a lease is all there is.
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(b.admit(limits, 600, Instant::now()).is_err());
+        // Spent during the round trip counts against the next lease.
+        let r = b.report();
+        assert_eq!(r.tokens.give_back, 500.0);
+        assert!(b.admit(limits, 400, Instant::now()).is_ok());
+        b.grant(
+            1000.0,
+            0.0,
+            3,
+            Instant::now() + Duration::from_millis(300),
+            Instant::now(),
+        );
+        assert!(b.admit(limits, 600, Instant::now()).is_ok(), "1000 - 400");
+        assert!(b.admit(limits, 1, Instant::now()).is_err());
+        // An exchange that failed gives its report back for the next one.
+        let r = b.report();
+        b.restore(&r);
+        assert_eq!(b.report(), r);
+        // Exchanges stop: past the lease's validity the member refills a third of the rate.
+        tokio::time::advance(Duration::from_millis(3300)).await;
+        assert!(
+            b.admit(limits, 100, Instant::now()).is_ok(),
+            "3 s at 2000/min once the lease's 300 ms ran out"
+        );
+        assert!(b.admit(limits, 1, Instant::now()).is_err());
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert!(b.admit(limits, 2000, Instant::now()).is_ok(), "full third");
+        assert!(
+            b.admit(limits, 1, Instant::now()).is_err(),
+            "never more than a third"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_explicit_fall_back_keeps_the_lease_and_refills_at_the_share() {
+        let limits = BudgetLimits {
+            tokens_per_minute: None,
+            requests_per_minute: Some(60),
+        };
+        let b = LocalBudget::with_share(1);
+        let _ = b.report();
+        b.grant(
+            0.0,
+            5.0,
+            2,
+            Instant::now() + Duration::from_secs(1),
+            Instant::now(),
+        );
+        for _ in 0..5 {
+            b.admit(limits, 0, Instant::now()).unwrap();
+        }
+        b.fall_back(2, Instant::now());
+        let Err(OverBudget::RetryAfter { wait, .. }) = b.admit(limits, 0, Instant::now()) else {
+            panic!("the lease is spent");
+        };
+        assert_eq!(wait, Duration::from_secs(2), "30 a minute on this member");
+        // While in fallback, what it spends is owed to the fleet when Redis comes back.
+        tokio::time::advance(wait).await;
+        b.admit(limits, 0, Instant::now()).unwrap();
+        assert_eq!(b.report().requests.give_back, -6.0 + 5.0);
     }
 }

@@ -802,4 +802,72 @@ mod tests {
         }
         assert_eq!(s.back_in(now), Some(P.eject_for));
     }
+
+    /// One member's lessons reach another through the news and views the sync task carries.
+    #[tokio::test(start_paused = true)]
+    async fn news_from_one_member_becomes_another_members_state() {
+        let (a, b) = (Arc::new(DeploymentState::new()), DeploymentState::new());
+        let now = Instant::now();
+        a.on_throttled(Duration::from_secs(5), &P, now);
+        a.on_utilization(95.0, 90.0, &P, now);
+        let _lease = a.lease(4_000, now);
+        let news = a.fleet_news(now);
+        assert_eq!(news.cooldown_ms, 5_000);
+        assert_eq!(news.reading, Some((950, 0)));
+        assert_eq!((news.admitted, news.unsynced), (4_000, 4_000));
+        assert_eq!(a.fleet_news(now).cooldown_ms, 0, "news is sent once");
+        // What the fleet answers b (which admitted nothing) after a's exchange.
+        let view = FleetView {
+            members: 2,
+            admitted: 4_000,
+            cooldown_ms: 4_990,
+            ejection_ms: 0,
+            reading: Some((950, 10)),
+        };
+        b.adopt(&b.fleet_news(now), &view, 90.0, &P, now);
+        assert_eq!(b.cooldown_left(now), Some(Duration::from_millis(4_990)));
+        assert_eq!(skip(&b), Some(Skip::Cooldown));
+        assert_eq!(b.utilization(&P, now), Some(95.0));
+        assert_eq!(b.fleet_admitted_tokens(now), 4_000);
+        assert_eq!(
+            b.fleet_news(now).reading,
+            None,
+            "an adopted reading is not sent back"
+        );
+        // An exchange that failed keeps a's news for the next one.
+        a.on_throttled(Duration::from_secs(2), &P, now);
+        let news = a.fleet_news(now);
+        a.restore_news(&news, now);
+        assert_eq!(a.fleet_news(now).cooldown_ms, 2_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_ejection_is_taken_once() {
+        let s = DeploymentState::new();
+        let now = Instant::now();
+        let view = FleetView {
+            members: 3,
+            ejection_ms: 8_000,
+            ..FleetView::default()
+        };
+        s.adopt(&FleetNews::default(), &view, 90.0, &P, now);
+        assert_eq!(s.back_in(now), Some(Duration::from_secs(8)));
+        // A passing check ends it here (say it was a connect ejection this member disproved
+        // by other means): the same ejection coming back on the next exchanges is not retaken.
+        s.ejected_until_ms.store(0, Relaxed);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let later = FleetView {
+            ejection_ms: 7_900,
+            ..view
+        };
+        s.adopt(&FleetNews::default(), &later, 90.0, &P, Instant::now());
+        assert_eq!(s.back_in(Instant::now()), None);
+        // A new, later ejection is.
+        let new = FleetView {
+            ejection_ms: 20_000,
+            ..view
+        };
+        s.adopt(&FleetNews::default(), &new, 90.0, &P, Instant::now());
+        assert_eq!(s.back_in(Instant::now()), Some(Duration::from_secs(20)));
+    }
 }

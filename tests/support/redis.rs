@@ -13,14 +13,25 @@ use std::time::Duration;
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    password: Option<String>,
 }
 
 impl Redis {
     /// Starts a Redis that keeps nothing on disk, on a port no one else uses.
     pub fn start() -> Redis {
+        Self::start_inner(None)
+    }
+
+    /// Like `start`, with `requirepass`.
+    pub fn start_with_password(password: &str) -> Redis {
+        Self::start_inner(Some(password.to_string()))
+    }
+
+    fn start_inner(password: Option<String>) -> Redis {
         let mut r = Redis {
             port: super::free_port(),
             child: None,
+            password,
         };
         r.restart();
         r
@@ -32,13 +43,29 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass".to_string(), p.clone()]),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server): the fleet tests need a real Redis");
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while self.command(&["PING"]).as_deref() != Some("+PONG") {
+        let ping = |r: &Redis| match &r.password {
+            None => r.command(&["PING"]),
+            // Unauthenticated, a PING is refused with NOAUTH: the server is up.
+            Some(_) => r.command(&["PING"]).map(|a| {
+                if a.starts_with("-NOAUTH") {
+                    "+PONG".into()
+                } else {
+                    a
+                }
+            }),
+        };
+        while ping(self).as_deref() != Some("+PONG") {
             assert!(
                 std::time::Instant::now() < deadline,
                 "redis-server did not answer on port {}",
@@ -57,10 +84,13 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+        }
     }
 
-    /// Runs one command and returns the first line of the answer (`+PONG`, `:3`, ...).
+    /// Runs one command (unauthenticated) and returns the first line of the answer (`+PONG`, `:3`, ...).
     pub fn command(&self, args: &[&str]) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
