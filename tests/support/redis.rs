@@ -90,7 +90,8 @@ impl Redis {
         }
     }
 
-    /// Runs one command (unauthenticated) and returns the first line of the answer (`+PONG`, `:3`, ...).
+    /// Runs one command (unauthenticated) and returns the answer's first line (`+PONG`, `:3`), or
+    /// a bulk string's value.
     pub fn command(&self, args: &[&str]) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -99,8 +100,14 @@ impl Redis {
             req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
         s.write_all(req.as_bytes()).ok()?;
+        let mut reader = BufReader::new(s);
         let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).ok()?;
+        reader.read_line(&mut line).ok()?;
+        if line.starts_with('$') && !line.starts_with("$-1") {
+            // A bulk string: its value is on the next line.
+            line.clear();
+            reader.read_line(&mut line).ok()?;
+        }
         Some(line.trim_end().to_string())
     }
 }

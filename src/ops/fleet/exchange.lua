@@ -29,20 +29,30 @@ local agg_key = p .. 'agg'
 local function inst_key(id) return p .. 'i:' .. id end
 
 -- An instance's own hash holds what it contributed: its counts in `agg` and its leases
--- and weights in each budget. Removing a member takes all of that back out.
+-- and weights in each budget. Removing a member takes all of that back out, and returns its
+-- lease to the bucket less its recent demand, the most it may have spent since its last
+-- exchange (a member that stopped gracefully gave everything back already).
 local function forget(id)
   local mine = redis.call('HGETALL', inst_key(id))
-  for i = 1, #mine, 2 do
-    local f, v = mine[i], tonumber(mine[i + 1]) or 0
+  local vals = {}
+  for i = 1, #mine, 2 do vals[mine[i]] = tonumber(mine[i + 1]) or 0 end
+  for f, v in pairs(vals) do
     local kind, rest = string.match(f, '^(%a+):(.*)$')
     if kind == 'c' then
       redis.call('HINCRBY', agg_key, rest, -math.floor(v))
     elseif kind == 'l' or kind == 'w' then
-      -- rest is "<dimension>:<tenant>"; a dead member's unused lease is not returned:
-      -- it may have been spent, so the bucket refills it instead.
+      -- rest is "<dimension>:<tenant>"
       local dim, tenant = string.match(rest, '^(%a):(.*)$')
-      local field = dim .. (kind == 'l' and 'o' or 'w')
-      redis.call('HINCRBYFLOAT', p .. 'b:' .. tenant, field, -v)
+      local key = p .. 'b:' .. tenant
+      if kind == 'w' then
+        redis.call('HINCRBYFLOAT', key, dim .. 'w', -v)
+      else
+        redis.call('HINCRBYFLOAT', key, dim .. 'o', -v)
+        local back = math.max(0, v - (vals['w:' .. rest] or 0))
+        if back > 0 and redis.call('HEXISTS', key, dim .. 'a') == 1 then
+          redis.call('HINCRBYFLOAT', key, dim .. 'a', back)
+        end
+      end
     end
   end
   redis.call('DEL', inst_key(id))
