@@ -28,6 +28,7 @@ import time
 GOVERNANCE_P50_MS = 2.0
 ADDED_LATENCY_VS_NGINX = 1.5  # Spillway's added p50 and p99 at most this multiple of nginx's
 THROUGHPUT_VS_NGINX = 0.8     # Spillway's req/s at saturation at least this fraction of nginx's
+FLEET_VS_SINGLE = 0.95        # fleet mode's req/s at saturation at least this fraction of the same config without it
 STREAM_GAP_P99_MS = 1.0
 STREAM_MEMORY_KB = 64.0
 
@@ -318,7 +319,7 @@ def report(args):
     tgt = ["direct", "nginx", "pingora", "spillway"]
     # Only at saturation and in callgrind: the floor plus the body governance the target asks for,
     # and Spillway without its tenant budget and access log.
-    sat_tgt = ["direct", "nginx", "pingora", "governed", "lean", "spillway"]
+    sat_tgt = ["direct", "nginx", "pingora", "governed", "lean", "spillway", "fleet"]
     gws = ("nginx", "pingora", "spillway")
     hi, lo = f"streams-{args.streams}", f"streams-{args.streams_low}"
 
@@ -329,7 +330,8 @@ def report(args):
     sat_ratio = {t: R.paired("oha", "rps", t, "nginx", "sat", "sat", op=lambda x, y: x / y)
                  for t in ("pingora", "governed", "lean", "spillway")}
     sat_vs_floor = {t: R.paired("oha", "rps", t, "pingora", "sat", "sat", op=lambda x, y: x / y)
-                    for t in ("governed", "lean", "spillway")}
+                    for t in ("governed", "lean", "spillway", "fleet")}
+    fleet_vs_single = R.paired("oha", "rps", "fleet", "spillway", "sat", "sat", op=lambda x, y: x / y)
     # (ii) governance: Spillway's added latency on chat minus its added latency on embeddings.
     body_added = {
         (kind, q): R.paired("oha", f"{q}_ms", "spillway", "direct", f"body-{kind}", f"body-{kind}")
@@ -397,6 +399,12 @@ def report(args):
          f"{fmt(sat['spillway'], 0)} req/s = {fmt(sat_ratio['spillway'], 2)}x nginx "
          f"= {fmt(sat_vs_floor['spillway'], 2)}x bare Pingora",
          "", "(beyond the target)"),
+        ("Throughput at saturation, Spillway as above in fleet mode (a fleet section, redis-server on "
+         "loopback: budget leases and one exchange every 100 ms beside the load)", "", "",
+         f"{fmt(sat['fleet'], 0)} req/s = {fmt(fleet_vs_single, 3)}x the same without the fleet "
+         f"= {fmt(sat_vs_floor['fleet'], 2)}x bare Pingora",
+         f">= {FLEET_VS_SINGLE:g}x without the fleet",
+         verdict(fleet_vs_single, FLEET_VS_SINGLE, smoke, at_least=True)),
         ("Throughput at saturation: Pingora reading, parsing, capping and rewriting every body "
          "(bench/src/bin/pingora_governed.rs)", "",
          f"{fmt(sat['governed'], 0)} req/s = {fmt(sat_ratio['governed'], 2)}x nginx "
@@ -414,7 +422,7 @@ def report(args):
          verdict(mem["spillway"], STREAM_MEMORY_KB, smoke)),
     ]
     cg = {t: med([r["ir_per_req"] for r in records if r["kind"] == "callgrind" and r["target"] == t])
-          for t in ("pingora", "governed", "lean", "spillway")}
+          for t in ("pingora", "governed", "lean", "spillway", "fleet")}
 
     def vs_floor(t):
         v = cg[t]
@@ -424,6 +432,8 @@ def report(args):
                  fmt(cg["pingora"] and cg["pingora"] / 1000, 1) + "k", vs_floor("spillway"), "", "(reference)"))
     rows.append(("The same, Spillway without tenant budget and access log", "", "", vs_floor("lean"), "",
                  "(reference)"))
+    rows.append(("The same, Spillway in fleet mode (the exchanges during the run included)", "", "",
+                 vs_floor("fleet"), "", "(reference)"))
     rows.append(("The same, Pingora reading, parsing, capping and rewriting every body", "",
                  vs_floor("governed"), "", "", "(reference)"))
     summary = table(["Measure", "nginx", "Pingora, bare (floor)", "Spillway", "Target", "Result"], rows)
@@ -463,7 +473,10 @@ def report(args):
               "Spillway's own functions, and nothing else (no routing, budget, metrics, log or headers). "
               "Spillway lean (at saturation and in callgrind): the same Spillway config without the tenant "
               "budget (so no prompt counting) and with the access log off, which is what the throughput "
-              "target names (governance, routing and metrics).\n")
+              "target names (governance, routing and metrics). "
+              "Spillway in fleet mode (at saturation and in callgrind): the Spillway config plus a `fleet:` "
+              "section against a redis-server on loopback, one member: the tenant budget is a fleet lease and "
+              "the exchange with Redis runs every 100 ms beside the load.\n")
     md.append("## Summary\n")
     md.append(summary + "\n")
     if R.excluded:
@@ -503,12 +516,12 @@ def report(args):
     body = []
     for rep in sorted(by_rep):
         row = [rep, f"{fmt(by_rep[rep], 0)} req/s"]
-        for t in ("pingora", "governed", "lean", "spillway"):
+        for t in ("pingora", "governed", "lean", "spillway", "fleet"):
             rs = [r for r in R.get("oha", t, "sat") if r["rep"] == rep and not failed(r)]
             row.append(fmt(rs[0]["rps"] / by_rep[rep], 2) + "x" if rs else "")
         body.append(tuple(row))
     md.append("Each repetition, as a ratio to nginx in the same repetition:\n")
-    md.append(table(["Repetition", "nginx", "pingora", "governed", "lean", "spillway"], body) + "\n")
+    md.append(table(["Repetition", "nginx", "pingora", "governed", "lean", "spillway", "fleet"], body) + "\n")
     md.append("### (ii) 200 KB bodies at 100 req/s\n")
     body = []
     for kind, label in (("chat", "chat/completions (governed)"), ("emb", "embeddings (passed through)")):
@@ -627,6 +640,15 @@ def main():
             return 1
         print(min(kids))
         return 0
+    if cmd == "redis-ping":  # PORT: exit 0 once a redis-server answers PING there
+        import socket
+        with socket.create_connection(("127.0.0.1", int(rest[0])), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return 0 if s.recv(16).startswith(b"+PONG") else 1
+    if cmd == "fleet-joined":  # STATUS_URL: exit 0 once that Spillway is in fleet mode
+        import urllib.request
+        status = json.load(urllib.request.urlopen(rest[0], timeout=1))
+        return 0 if status["fleet"]["mode"] == "fleet" else 1
     if cmd == "busy":
         busy(*rest)
         return 0
