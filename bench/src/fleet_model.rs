@@ -5,7 +5,7 @@
 //! threads, no randomness here: the same setup gives the same outcome.
 
 use crate::fleet_port::Server;
-use spillway::governance::budget::{BudgetLimits, BudgetStore, LocalBudget, OverBudget};
+use spillway::governance::budget::{BudgetLimits, BudgetStore, Grant, LocalBudget, OverBudget};
 use spillway::ops::fleet::wire::{self, Incoming, Outgoing};
 use spillway::routing::state::{DeploymentState, FleetNews, RoutingPolicy};
 use std::cmp::Reverse;
@@ -252,9 +252,17 @@ where
                 inst.members = incoming.members;
                 // As `ops::fleet::apply`.
                 let until = now + interval * 2 + timeout;
-                if let Some(&(tokens, requests)) = incoming.leases.first() {
-                    inst.budget
-                        .grant(tokens, requests, incoming.members, until, now);
+                if let (Some(&lease), Some(&unleased)) =
+                    (incoming.leases.first(), incoming.unleased.first())
+                {
+                    inst.budget.grant(Grant {
+                        lease,
+                        unleased,
+                        members: incoming.members,
+                        next_exchange: interval,
+                        until,
+                        now,
+                    });
                 }
                 if let (Some(p), Some((_, news)), Some(view)) =
                     (setup.ptu, o.deployments.first(), incoming.views.first())

@@ -85,6 +85,8 @@ struct Call {
     ikey: String,
     members: f64,
     leaving: bool,
+    /// What demand weights keep from the member's previous exchange.
+    decay: f64,
 }
 
 impl Server {
@@ -111,8 +113,17 @@ impl Server {
             prefix: p,
             members: 0.0,
             leaving,
+            decay: 0.0,
         };
 
+        self.count("zscore");
+        let prev = match self.keys.get(&members_key) {
+            Some(Entry::Zset(z)) => z.get(me).copied(),
+            _ => None,
+        };
+        if let Some(prev) = prev {
+            c.decay = 0.5f64.powf(lua_max(0.0, now - prev) / 5000.0);
+        }
         self.count("zadd");
         self.zset(&members_key).insert(me.to_string(), now);
         self.count("zrangebyscore");
@@ -146,25 +157,27 @@ impl Server {
         for _ in 0..tenants {
             let name = &argv[i - 1];
             let (tpm, rpm) = (num(i + 1), num(i + 5));
-            let (mut tl, mut rl) = (0.0, 0.0);
+            let (mut tl, mut rl, mut ta, mut ra) = (0.0, 0.0, 0.0, 0.0);
             if tpm > 0.0 {
-                tl = self.budget(&c, name, 't', tpm, num(i + 2), num(i + 3), num(i + 4));
+                (tl, ta) = self.budget(&c, name, 't', tpm, num(i + 2), num(i + 3), num(i + 4));
             }
             if rpm > 0.0 {
-                rl = self.budget(&c, name, 'r', rpm, num(i + 6), num(i + 7), 1.0);
+                (rl, ra) = self.budget(&c, name, 'r', rpm, num(i + 6), num(i + 7), 1.0);
             }
-            reply.push(Value::BulkString(lua_tostring(tl).into_bytes()));
-            reply.push(Value::BulkString(lua_tostring(rl).into_bytes()));
+            for x in [tl, rl, lua_max(ta, 0.0).floor(), lua_max(ra, 0.0).floor()] {
+                reply.push(Value::BulkString(lua_tostring(x).into_bytes()));
+            }
             i += 8;
         }
 
         for _ in 0..deployments {
             let name = &argv[i - 1];
             let admitted = self.publish(&c, &format!("d:{name}"), num(i + 1))?;
-            let cool = self.deadline(&c, &format!("{}cd:{name}", c.prefix), num(i + 2));
-            let eject = self.deadline(&c, &format!("{}ej:{name}", c.prefix), num(i + 3));
+            let recent = self.publish(&c, &format!("r:{name}"), num(i + 2))?;
+            let cool = self.deadline(&c, &format!("{}cd:{name}", c.prefix), num(i + 3));
+            let eject = self.deadline(&c, &format!("{}ej:{name}", c.prefix), num(i + 4));
             let ukey = format!("{}u:{name}", c.prefix);
-            let (permille, age) = (num(i + 4), num(i + 5));
+            let (permille, age) = (num(i + 5), num(i + 6));
             if permille >= 0.0 {
                 let at = now - age;
                 self.count("hget");
@@ -179,14 +192,14 @@ impl Server {
             }
             self.count("hmget");
             let (uat, upm) = (self.hget(&ukey, "at"), self.hget(&ukey, "pm"));
-            reply.extend([int(admitted), int(cool), int(eject)]);
+            reply.extend([int(admitted), int(recent), int(cool), int(eject)]);
             match (uat, upm) {
                 (Some(uat), Some(upm)) => {
                     reply.extend([int(upm), int(lua_max(0.0, now - uat))]);
                 }
                 _ => reply.extend([int(-1.0), int(0.0)]),
             }
-            i += 6;
+            i += 7;
         }
 
         if leaving {
@@ -300,6 +313,7 @@ impl Server {
         let ikey = format!("{}i:{id}", c.prefix);
         self.count("hgetall");
         let mine = self.hash_fields(&ikey).map(Hash::all).unwrap_or_default();
+        let vals: HashMap<String, f64> = mine.iter().cloned().collect();
         for (f, v) in mine {
             let Some((kind, rest)) = f.split_once(':') else {
                 continue;
@@ -308,18 +322,35 @@ impl Server {
                 continue;
             }
             if kind == "c" {
-                self.hincrby(&format!("{}agg", c.prefix), rest, -v.floor())?;
-            } else if kind == "l" || kind == "w" {
+                let n = v.floor();
+                if n != 0.0 {
+                    self.hincrby(&format!("{}agg", c.prefix), rest, -n)?;
+                }
+            } else if (kind == "l" || kind == "w") && v != 0.0 {
                 let Some((dim, tenant)) = rest.split_once(':') else {
                     continue;
                 };
                 if dim.len() != 1 || !is_alpha(dim) {
                     continue;
                 }
-                let field = format!("{dim}{}", if kind == "l" { 'o' } else { 'w' });
+                let key = format!("{}b:{tenant}", c.prefix);
                 self.count("hincrbyfloat");
-                self.hash(&format!("{}b:{tenant}", c.prefix))
-                    .add(&field, -v);
+                if kind == "w" {
+                    self.hash(&key).add(&format!("{dim}w"), -v);
+                } else {
+                    self.hash(&key).add(&format!("{dim}o"), -v);
+                    let back = lua_max(
+                        0.0,
+                        v - vals.get(&format!("w:{rest}")).copied().unwrap_or(0.0),
+                    );
+                    if back > 0.0 {
+                        self.count("hexists");
+                        if self.hget(&key, &format!("{dim}a")).is_some() {
+                            self.count("hincrbyfloat");
+                            self.hash(&key).add(&format!("{dim}a"), back);
+                        }
+                    }
+                }
             }
         }
         self.count("del");
@@ -357,7 +388,8 @@ impl Server {
         Ok(self.hget(&agg_key, field).unwrap_or(value))
     }
 
-    /// The script's `budget(tenant, dim, cap, give_back, demand, unit)`.
+    /// The script's `budget(tenant, dim, cap, give_back, demand, unit)`: the lease and what
+    /// the bucket holds beyond the leases.
     #[allow(clippy::too_many_arguments)]
     fn budget(
         &mut self,
@@ -368,7 +400,7 @@ impl Server {
         give_back: f64,
         demand: f64,
         unit: f64,
-    ) -> f64 {
+    ) -> (f64, f64) {
         let now = c.now;
         let key = format!("{}b:{tenant}", c.prefix);
         let (lf, wf) = (format!("l:{dim}:{tenant}"), format!("w:{dim}:{tenant}"));
@@ -386,7 +418,7 @@ impl Server {
             _ => (cap - out, now),
         };
         if cap <= 0.0 {
-            return 0.0;
+            return (0.0, 0.0);
         }
         avail = lua_min(cap - out, avail + lua_max(0.0, now - at) * cap / 60000.0);
         self.count("hmget");
@@ -394,12 +426,12 @@ impl Server {
         let old_w = self.hget(&c.ikey, &wf).unwrap_or(0.0);
         out -= old_lease;
         avail += lua_max(-cap, lua_min(cap, give_back));
-        let w = old_w * 0.5 + demand + 0.001;
+        let w = old_w * c.decay + demand;
         wsum = lua_max(wsum - old_w, 0.0) + w;
         let mut lease = 0.0;
         if !c.leaving {
-            let mut want = (avail + out) * w / wsum;
-            if w >= unit / 2.0 || avail >= c.members * unit {
+            let mut want = (avail + out) * (w + 0.001) / (wsum + c.members * 0.001);
+            if w >= unit / 2.0 || avail + out >= c.members * unit {
                 want = lua_max(want, unit);
             }
             lease = lua_min(want, avail).floor();
@@ -421,7 +453,7 @@ impl Server {
         let h = self.hash(&ikey);
         h.set(&lf, lease);
         h.set(&wf, w);
-        lease
+        (lease, avail)
     }
 
     /// The script's `deadline(key, ms)`.

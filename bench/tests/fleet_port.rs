@@ -227,8 +227,8 @@ fn compare_replies(what: &str, real: &Value, ported: &[Value]) {
     };
     assert_eq!(real_items.len(), ported.len(), "{what}: reply length");
     let deadline_at = |i: usize| {
-        let d = 3 + TENANTS.len() * 2;
-        i >= d && matches!((i - d) % 5, 1 | 2)
+        let d = 3 + TENANTS.len() * 4;
+        i >= d && matches!((i - d) % 6, 2 | 3)
     };
     for (i, (r, p)) in real_items.iter().zip(ported).enumerate() {
         if deadline_at(i) {

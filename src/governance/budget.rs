@@ -68,11 +68,16 @@ impl Bucket {
         last: None,
     };
 
-    /// Refills `1/share` of a `per_minute` budget, up to `1/share` of it.
-    fn refill(&mut self, per_minute: u64, share: u32, now: Instant) {
-        let cap = per_minute as f64 / f64::from(share.max(1));
+    /// Refills `1/share` of a `per_minute` budget, up to `1/share` of it or `floor`, whichever
+    /// is more: a share smaller than one typical request would refuse every request, where
+    /// holding one request at `1/share` of the rate keeps the fleet's rate (see `admit`).
+    fn refill(&mut self, per_minute: u64, share: u32, floor: f64, now: Instant) {
+        let part = per_minute as f64 / f64::from(share.max(1));
+        let cap = part.max(floor.min(per_minute as f64));
         let level = match self.last {
-            None => cap,
+            // A new bucket starts with its share, not the floor: a fleet of many, all new,
+            // must not admit a request each beyond the limit.
+            None => part,
             Some(last) => {
                 let dt = now.saturating_duration_since(last).as_secs_f64();
                 (self.level + dt * cap / 60.0).min(cap)
@@ -102,6 +107,8 @@ struct Dim {
     /// Amounts asked for since the last exchange, admitted or not: this instance's weight
     /// when the fleet shares out the budget.
     demand: f64,
+    /// What the fleet's bucket held beyond every lease at the last exchange.
+    unleased: f64,
 }
 
 impl Dim {
@@ -109,7 +116,31 @@ impl Dim {
         bucket: Bucket::FULL,
         owed: 0.0,
         demand: 0.0,
+        unleased: 0.0,
     };
+
+    /// How long until `amount` fits: on a local bucket, at `1/share` of the rate; on a fleet
+    /// lease, the next exchange but one (this request's demand weighs in it) plus the time
+    /// the fleet's bucket needs to hold `amount` beyond the leases, at the full rate.
+    fn wait_for(
+        &self,
+        amount: f64,
+        per_minute: u64,
+        local: bool,
+        share: u32,
+        hint: Duration,
+    ) -> Duration {
+        if local {
+            return self.bucket.wait_for(amount, per_minute, share);
+        }
+        if self.bucket.level >= amount {
+            return Duration::ZERO;
+        }
+        let missing = (amount - self.unleased).max(0.0);
+        let refill = Duration::try_from_secs_f64(missing * 60.0 / per_minute.max(1) as f64)
+            .unwrap_or(MAX_WAIT);
+        (hint * 2).saturating_add(refill).min(MAX_WAIT)
+    }
 
     fn charge(&mut self, amount: f64, per_minute: u64) {
         let cap = per_minute as f64;
@@ -136,6 +167,8 @@ struct State {
     mode: Mode,
     /// Mean token charge of recent requests: the smallest lease worth granting.
     unit: f64,
+    /// The fleet's sync interval, for the wait a lease-less refusal announces.
+    next_exchange: Duration,
 }
 
 /// One process's budgets for one tenant: the whole budget for a single gateway, or this
@@ -161,6 +194,21 @@ pub struct DimReport {
     pub unit: f64,
 }
 
+/// What one exchange granted this instance; see [`LocalBudget::grant`].
+#[derive(Debug, Clone, Copy)]
+pub struct Grant {
+    /// The token and request leases.
+    pub lease: (f64, f64),
+    /// What the fleet's token and request buckets hold beyond every lease.
+    pub unleased: (f64, f64),
+    pub members: u32,
+    /// The sync interval: when this instance next asks for a lease.
+    pub next_exchange: Duration,
+    /// The lease holds until then without a further exchange.
+    pub until: Instant,
+    pub now: Instant,
+}
+
 /// Both dimensions; see [`LocalBudget::report`].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct BudgetReport {
@@ -179,6 +227,7 @@ impl LocalBudget {
                     share: share.max(1),
                 },
                 unit: 0.0,
+                next_exchange: Duration::ZERO,
             }),
         }
     }
@@ -214,18 +263,23 @@ impl LocalBudget {
 
     /// The fleet granted these leases (in place of the ones given back at the report):
     /// they are all this instance may admit until the next exchange or `until`.
-    pub fn grant(&self, tokens: f64, requests: f64, members: u32, until: Instant, now: Instant) {
+    pub fn grant(&self, g: Grant) {
         let mut guard = self.inner.lock();
         let s = &mut *guard;
-        for (d, g) in [(&mut s.tok, tokens), (&mut s.req, requests)] {
+        for (d, lease, unleased) in [
+            (&mut s.tok, g.lease.0, g.unleased.0),
+            (&mut s.req, g.lease.1, g.unleased.1),
+        ] {
             // What was spent since the report is already in `owed` (negative).
-            d.owed += g;
+            d.owed += lease;
             d.bucket.level = d.owed;
-            d.bucket.last = Some(now);
+            d.bucket.last = Some(g.now);
+            d.unleased = unleased;
         }
+        s.next_exchange = g.next_exchange;
         s.mode = Mode::Fleet {
-            until,
-            members: members.max(1),
+            until: g.until,
+            members: g.members.max(1),
         };
     }
 
@@ -291,30 +345,34 @@ impl BudgetStore for LocalBudget {
         let mut guard = self.inner.lock();
         let s = &mut *guard;
         let (refill, share) = s.refill_share(now);
+        let local = refill.is_some();
+        let hint = s.next_exchange;
         let mut wait = Duration::ZERO;
         let mut what = "";
         if let Some(tpm) = limits.tokens_per_minute {
-            if let Some(share) = refill {
-                s.tok.bucket.refill(tpm, share, now);
-            }
-            s.tok.demand += tokens as f64;
             // A slow mean: the fleet's smallest useful lease is one typical request.
             s.unit = if s.unit == 0.0 {
                 tokens as f64
             } else {
                 s.unit * 0.9 + tokens as f64 * 0.1
             };
-            let w = s.tok.bucket.wait_for(tokens as f64, tpm, share);
+            if local {
+                s.tok
+                    .bucket
+                    .refill(tpm, share, s.unit.max(tokens as f64), now);
+            }
+            s.tok.demand += tokens as f64;
+            let w = s.tok.wait_for(tokens as f64, tpm, local, share, hint);
             if w > wait {
                 (wait, what) = (w, "tokens");
             }
         }
         if let Some(rpm) = limits.requests_per_minute {
-            if let Some(share) = refill {
-                s.req.bucket.refill(rpm, share, now);
+            if local {
+                s.req.bucket.refill(rpm, share, 1.0, now);
             }
             s.req.demand += 1.0;
-            let w = s.req.bucket.wait_for(1.0, rpm, share);
+            let w = s.req.wait_for(1.0, rpm, local, share, hint);
             if w > wait {
                 (wait, what) = (w, "requests");
             }
@@ -352,13 +410,18 @@ impl BudgetStore for LocalBudget {
         let s = &mut *guard;
         let (refill, share) = s.refill_share(now);
         if let Some(share) = refill {
-            s.tok.bucket.refill(tpm, share, now);
+            let floor = s.unit;
+            s.tok.bucket.refill(tpm, share, floor, now);
         }
         // A debt beyond one minute's budget cannot come from work the gateway admitted (a
         // request larger than the budget is refused up front): it is an upstream's count
         // gone wrong, which must not lock the tenant out for hours.
         // A fleet lease may be larger than an even share: only a local bucket has that cap.
-        let cap = tpm as f64 / f64::from(if refill.is_some() { share } else { 1 });
+        let cap = if refill.is_some() {
+            (tpm as f64 / f64::from(share)).max(s.unit.min(tpm as f64))
+        } else {
+            tpm as f64
+        };
         let delta = charged as f64 - actual as f64;
         s.tok.bucket.level = (s.tok.bucket.level + delta).clamp(-cap, cap);
         s.tok.owed = (s.tok.owed + delta).clamp(-(tpm as f64), tpm as f64);
@@ -453,6 +516,17 @@ mod tests {
             .is_ok());
     }
 
+    fn grant(tokens: f64, requests: f64, members: u32, now: Instant) -> Grant {
+        Grant {
+            lease: (tokens, requests),
+            unleased: (0.0, 0.0),
+            members,
+            next_exchange: Duration::from_millis(100),
+            until: now + Duration::from_millis(300),
+            now,
+        }
+    }
+
     /// A fleet of three: each member holds a third until the fleet grants leases, admits only
     /// from its lease, gives back what it did not spend, and falls back to a third of the
     /// limits (refilled at a third of the rate) when the exchanges stop.
@@ -471,7 +545,7 @@ mod tests {
         let r = b.report();
         assert_eq!(r.tokens.give_back, -2000.0);
         assert_eq!(r.tokens.demand, 2001.0);
-        b.grant(3000.0, 0.0, 3, now + Duration::from_millis(300), now);
+        b.grant(grant(3000.0, 0.0, 3, now));
         assert_eq!(b.share(), 3);
         assert!(b.admit(limits, 2500, now).is_ok());
         assert!(b.admit(limits, 600, now).is_err(), "500 left of the lease");
@@ -482,13 +556,7 @@ mod tests {
         let r = b.report();
         assert_eq!(r.tokens.give_back, 500.0);
         assert!(b.admit(limits, 400, Instant::now()).is_ok());
-        b.grant(
-            1000.0,
-            0.0,
-            3,
-            Instant::now() + Duration::from_millis(300),
-            Instant::now(),
-        );
+        b.grant(grant(1000.0, 0.0, 3, Instant::now()));
         assert!(b.admit(limits, 600, Instant::now()).is_ok(), "1000 - 400");
         assert!(b.admit(limits, 1, Instant::now()).is_err());
         // An exchange that failed gives its report back for the next one.
@@ -518,13 +586,10 @@ mod tests {
         };
         let b = LocalBudget::with_share(1);
         let _ = b.report();
-        b.grant(
-            0.0,
-            5.0,
-            2,
-            Instant::now() + Duration::from_secs(1),
-            Instant::now(),
-        );
+        b.grant(Grant {
+            until: Instant::now() + Duration::from_secs(1),
+            ..grant(0.0, 5.0, 2, Instant::now())
+        });
         for _ in 0..5 {
             b.admit(limits, 0, Instant::now()).unwrap();
         }
@@ -537,5 +602,33 @@ mod tests {
         tokio::time::advance(wait).await;
         b.admit(limits, 0, Instant::now()).unwrap();
         assert_eq!(b.report().requests.give_back, -6.0 + 5.0);
+    }
+
+    /// Without a lease, a refusal announces the next exchange but one, plus what the fleet's
+    /// bucket still has to refill; and a share smaller than one request still holds one.
+    #[tokio::test(start_paused = true)]
+    async fn refusals_without_a_lease_announce_the_fleets_wait() {
+        let limits = BudgetLimits {
+            tokens_per_minute: Some(6000),
+            requests_per_minute: None,
+        };
+        let b = LocalBudget::with_share(1);
+        let _ = b.report();
+        b.grant(Grant {
+            unleased: (700.0, 0.0),
+            ..grant(0.0, 0.0, 10, Instant::now())
+        });
+        let Err(OverBudget::RetryAfter { wait, .. }) = b.admit(limits, 1000, Instant::now()) else {
+            panic!("no lease");
+        };
+        // 300 tokens short at 100 a second, and two exchanges of 100 ms.
+        assert_eq!(wait, Duration::from_millis(3200));
+        // Fifty members in fallback: a share of 120 tokens, but a request of 1000 still fits
+        // once a fiftieth of the rate has refilled it (a new bucket starts at its share).
+        let b = LocalBudget::with_share(50);
+        assert!(b.admit(limits, 100, Instant::now()).is_ok());
+        assert!(b.admit(limits, 1000, Instant::now()).is_err());
+        tokio::time::advance(Duration::from_secs(490)).await;
+        assert!(b.admit(limits, 1000, Instant::now()).is_ok());
     }
 }

@@ -8,6 +8,7 @@
 pub mod wire;
 
 use crate::config::{Config, Fleet};
+use crate::governance::budget::Grant;
 use crate::shared::Shared;
 use crate::telemetry::fleet::Mode;
 use async_trait::async_trait;
@@ -292,24 +293,33 @@ fn apply(
     let rb = &shared.retry_budget;
     rb.fleet_requests.apply(
         incoming.requests.saturating_sub(out.requests),
+        0,
         members,
         out.requests_unsynced,
     );
     rb.fleet_retries.apply(
         incoming.retries.saturating_sub(out.retries),
+        0,
         members,
         out.retries_unsynced,
     );
     // A lease is good until a little after the next exchange should have come back; a task
     // that stalls past that leaves the budget to fall back on its own.
     let until = now + fleet.sync_interval * 2 + fleet.timeout;
-    let mut leases = incoming.leases.iter();
+    let mut leases = incoming.leases.iter().zip(&incoming.unleased);
     for t in config.tenants.all() {
         if t.limits.tokens_per_minute.is_none() && t.limits.requests_per_minute.is_none() {
             continue;
         }
-        if let Some(&(tokens, requests)) = leases.next() {
-            t.budget.grant(tokens, requests, members, until, now);
+        if let Some((&lease, &unleased)) = leases.next() {
+            t.budget.grant(Grant {
+                lease,
+                unleased,
+                members,
+                next_exchange: fleet.sync_interval,
+                until,
+                now,
+            });
         }
     }
     for (((d, spill_at), (_, news)), view) in deployments(config)

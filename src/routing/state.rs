@@ -341,6 +341,8 @@ impl DeploymentState {
         let at = self.ms(now);
         self.fleet.apply(
             view.admitted.saturating_sub(news.admitted),
+            view.recent
+                .saturating_sub(u64::try_from(news.unsynced).unwrap_or(0)),
             view.members,
             news.unsynced,
         );
@@ -533,6 +535,8 @@ pub struct FleetView {
     pub members: u32,
     /// Every member's admitted tokens over the last minute, this one's included.
     pub admitted: u64,
+    /// What every member admitted between its last two exchanges, this one's included.
+    pub recent: u64,
     /// The longest cool-down and ejection any member imposed, still to run.
     pub cooldown_ms: u64,
     pub ejection_ms: u64,
@@ -820,6 +824,7 @@ mod tests {
         let view = FleetView {
             members: 2,
             admitted: 4_000,
+            recent: 4_000,
             cooldown_ms: 4_990,
             ejection_ms: 0,
             reading: Some((950, 10)),
@@ -828,7 +833,9 @@ mod tests {
         assert_eq!(b.cooldown_left(now), Some(Duration::from_millis(4_990)));
         assert_eq!(skip(&b), Some(Skip::Cooldown));
         assert_eq!(b.utilization(&P, now), Some(95.0));
-        assert_eq!(b.fleet_admitted_tokens(now), 4_000);
+        // a's 4,000, and as much again: a added all of it since its previous exchange, so
+        // until b hears otherwise, a is assumed to keep adding at that pace.
+        assert_eq!(b.fleet_admitted_tokens(now), 8_000);
         assert_eq!(
             b.fleet_news(now).reading,
             None,

@@ -7,11 +7,13 @@
 --       tenants, deployments, then 8 per tenant:
 --         name, tokens_per_minute, token_give_back, token_demand, token_unit,
 --         requests_per_minute, request_give_back, request_demand   (a limit of 0: none)
---       then 6 per deployment:
---         name, admitted, cooldown_ms, ejection_ms, reading_permille (-1: none), reading_age_ms
--- Reply: members, fleet_requests, fleet_retries, then 2 per tenant (token and request
---        grants, as strings), then 5 per deployment (admitted, cooldown_ms, ejection_ms,
---        reading_permille or -1, reading_age_ms).
+--       then 7 per deployment:
+--         name, admitted, recent, cooldown_ms, ejection_ms, reading_permille (-1: none),
+--         reading_age_ms   (recent: tokens admitted since this member's previous exchange)
+-- Reply: members, fleet_requests, fleet_retries, then 4 per tenant (token and request
+--        leases, then what each bucket holds beyond all leases, as strings), then 6 per
+--        deployment (admitted, recent, cooldown_ms, ejection_ms, reading_permille or -1,
+--        reading_age_ms).
 --
 -- Every key shares the hash tag {prefix}, so the script also runs on a clustered Redis.
 
@@ -36,11 +38,16 @@ local function forget(id)
   local mine = redis.call('HGETALL', inst_key(id))
   local vals = {}
   for i = 1, #mine, 2 do vals[mine[i]] = tonumber(mine[i + 1]) or 0 end
-  for f, v in pairs(vals) do
+  -- In HGETALL's order, and nothing for a zero: HINCRBY refuses "-0", which would fail
+  -- every member's exchange from then on.
+  for i = 1, #mine, 2 do
+    local f = mine[i]
+    local v = vals[f]
     local kind, rest = string.match(f, '^(%a+):(.*)$')
     if kind == 'c' then
-      redis.call('HINCRBY', agg_key, rest, -math.floor(v))
-    elseif kind == 'l' or kind == 'w' then
+      local n = math.floor(v)
+      if n ~= 0 then redis.call('HINCRBY', agg_key, rest, -n) end
+    elseif (kind == 'l' or kind == 'w') and v ~= 0 then
       -- rest is "<dimension>:<tenant>"
       local dim, tenant = string.match(rest, '^(%a):(.*)$')
       local key = p .. 'b:' .. tenant
@@ -59,6 +66,11 @@ local function forget(id)
   redis.call('ZREM', members_key, id)
 end
 
+-- Demand weights halve every 5 s since this member's previous exchange: a member asked for
+-- a request a few seconds ago keeps a lease for the next one (sparse bursts, thin traffic).
+local prev = tonumber(redis.call('ZSCORE', members_key, me))
+local decay = 0
+if prev then decay = 0.5 ^ (math.max(0, now - prev) / 5000) end
 redis.call('ZADD', members_key, now, me)
 local dead = redis.call('ZRANGEBYSCORE', members_key, '-inf', now - member_timeout)
 for _, id in ipairs(dead) do
@@ -82,7 +94,8 @@ end
 -- One dimension of a tenant's budget: a bucket of `cap` refilled continuously, less the
 -- leases out. This member gives its lease back (less what it spent) and takes a new one:
 -- a share of everything not yet spent in proportion to its recent demand (asked for, taken
--- or refused), never more than the bucket holds. Returns the lease.
+-- or refused, see `decay`), never more than the bucket holds. Returns the lease and what the bucket holds
+-- beyond all leases.
 local function budget(tenant, dim, cap, give_back, demand, unit)
   local key = p .. 'b:' .. tenant
   local lf, wf = 'l:' .. dim .. ':' .. tenant, 'w:' .. dim .. ':' .. tenant
@@ -90,20 +103,22 @@ local function budget(tenant, dim, cap, give_back, demand, unit)
   local out, wsum = tonumber(v[3]) or 0, tonumber(v[4]) or 0
   local avail, at = tonumber(v[1]), tonumber(v[2])
   if not avail or not at then avail, at = cap - out, now end
-  if cap <= 0 then return 0 end
+  if cap <= 0 then return 0, 0 end
   avail = math.min(cap - out, avail + math.max(0, now - at) * cap / 60000)
   local mine = redis.call('HMGET', ikey, lf, wf)
   local old_lease, old_w = tonumber(mine[1]) or 0, tonumber(mine[2]) or 0
   out = out - old_lease
   avail = avail + math.max(-cap, math.min(cap, give_back))
-  local w = old_w * 0.5 + demand + 0.001
+  local w = old_w * decay + demand
   wsum = math.max(wsum - old_w, 0) + w
   local lease = 0
   if not leaving then
-    local want = (avail + out) * w / wsum
+    -- Members without demand share evenly what those with demand leave.
+    local want = (avail + out) * (w + 0.001) / (wsum + members * 0.001)
     -- One typical request at least for a member that was asked recently, or for every
-    -- member while the bucket holds that much for each: a first request is not refused.
-    if w >= unit / 2 or avail >= members * unit then want = math.max(want, unit) end
+    -- member while the budget not yet spent holds that much for each, so that a first
+    -- request is not refused.
+    if w >= unit / 2 or avail + out >= members * unit then want = math.max(want, unit) end
     lease = math.floor(math.min(want, avail))
     -- A fragment smaller than a request would sit unused; left in the bucket, it adds up
     -- to a whole request for the next member to ask.
@@ -114,7 +129,7 @@ local function budget(tenant, dim, cap, give_back, demand, unit)
   redis.call('HSET', key, dim .. 'a', avail, dim .. 't', now, dim .. 'o', out, dim .. 'w', wsum)
   redis.call('PEXPIRE', key, ttl)
   redis.call('HSET', ikey, lf, lease, wf, w)
-  return lease
+  return lease, avail
 end
 
 local reply = { members, publish('rq', ARGV[5]), publish('rt', ARGV[6]) }
@@ -123,15 +138,17 @@ local i = 9
 for _ = 1, tenants do
   local name = ARGV[i]
   local tpm, rpm = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 5])
-  local tl, rl = 0, 0
+  local tl, rl, ta, ra = 0, 0, 0, 0
   if tpm > 0 then
-    tl = budget(name, 't', tpm, tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]))
+    tl, ta = budget(name, 't', tpm, tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]))
   end
   if rpm > 0 then
-    rl = budget(name, 'r', rpm, tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7]), 1)
+    rl, ra = budget(name, 'r', rpm, tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7]), 1)
   end
   reply[#reply + 1] = tostring(tl)
   reply[#reply + 1] = tostring(rl)
+  reply[#reply + 1] = tostring(math.floor(math.max(ta, 0)))
+  reply[#reply + 1] = tostring(math.floor(math.max(ra, 0)))
   i = i + 8
 end
 
@@ -147,10 +164,11 @@ end
 for _ = 1, deployments do
   local name = ARGV[i]
   local admitted = publish('d:' .. name, tonumber(ARGV[i + 1]))
-  local cool = deadline(p .. 'cd:' .. name, tonumber(ARGV[i + 2]))
-  local eject = deadline(p .. 'ej:' .. name, tonumber(ARGV[i + 3]))
+  local recent = publish('r:' .. name, tonumber(ARGV[i + 2]))
+  local cool = deadline(p .. 'cd:' .. name, tonumber(ARGV[i + 3]))
+  local eject = deadline(p .. 'ej:' .. name, tonumber(ARGV[i + 4]))
   local ukey = p .. 'u:' .. name
-  local permille, age = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+  local permille, age = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
   if permille >= 0 then
     local at = now - age
     local seen = tonumber(redis.call('HGET', ukey, 'at')) or -1
@@ -162,6 +180,7 @@ for _ = 1, deployments do
   local u = redis.call('HMGET', ukey, 'at', 'pm')
   local uat, upm = tonumber(u[1]), tonumber(u[2])
   reply[#reply + 1] = admitted
+  reply[#reply + 1] = recent
   reply[#reply + 1] = cool
   reply[#reply + 1] = eject
   if uat and upm then
@@ -171,7 +190,7 @@ for _ = 1, deployments do
     reply[#reply + 1] = -1
     reply[#reply + 1] = 0
   end
-  i = i + 6
+  i = i + 7
 end
 
 if leaving then

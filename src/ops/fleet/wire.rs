@@ -28,6 +28,8 @@ pub struct Incoming {
     pub retries: u64,
     /// Per tenant, in the order sent: the token and request leases.
     pub leases: Vec<(f64, f64)>,
+    /// Per tenant: what its token and request buckets hold beyond every lease.
+    pub unleased: Vec<(f64, f64)>,
     /// Per deployment, in the order sent.
     pub views: Vec<FleetView>,
 }
@@ -40,7 +42,7 @@ pub fn args(
     leaving: bool,
     out: &Outgoing,
 ) -> Vec<String> {
-    let mut a = Vec::with_capacity(8 + out.tenants.len() * 8 + out.deployments.len() * 6);
+    let mut a = Vec::with_capacity(8 + out.tenants.len() * 8 + out.deployments.len() * 7);
     a.extend([
         prefix.to_string(),
         instance.to_string(),
@@ -68,6 +70,7 @@ pub fn args(
         a.extend([
             name.clone(),
             n.admitted.to_string(),
+            n.unsynced.max(0).to_string(),
             n.cooldown_ms.to_string(),
             n.ejection_ms.to_string(),
             permille.to_string(),
@@ -84,7 +87,7 @@ pub fn decode(v: Value, tenants: usize, deployments: usize) -> Result<Incoming, 
     let Value::Array(items) = v else {
         return Err("not an array");
     };
-    if items.len() != 3 + tenants * 2 + deployments * 5 {
+    if items.len() != 3 + tenants * 4 + deployments * 6 {
         return Err("wrong length");
     }
     let mut it = items.into_iter();
@@ -97,12 +100,15 @@ pub fn decode(v: Value, tenants: usize, deployments: usize) -> Result<Incoming, 
     let requests = count(next()?)?;
     let retries = count(next()?)?;
     let mut leases = Vec::with_capacity(tenants);
+    let mut unleased = Vec::with_capacity(tenants);
     for _ in 0..tenants {
         leases.push((lease(next()?)?, lease(next()?)?));
+        unleased.push((lease(next()?)?, lease(next()?)?));
     }
     let mut views = Vec::with_capacity(deployments);
     for _ in 0..deployments {
         let admitted = count(next()?)?;
+        let recent = count(next()?)?;
         let cooldown_ms = count(next()?)?;
         let ejection_ms = count(next()?)?;
         let permille = next()?;
@@ -118,6 +124,7 @@ pub fn decode(v: Value, tenants: usize, deployments: usize) -> Result<Incoming, 
         views.push(FleetView {
             members,
             admitted,
+            recent,
             cooldown_ms,
             ejection_ms,
             reading,
@@ -128,6 +135,7 @@ pub fn decode(v: Value, tenants: usize, deployments: usize) -> Result<Incoming, 
         requests,
         retries,
         leases,
+        unleased,
         views,
     })
 }
@@ -183,7 +191,10 @@ mod tests {
             int(4),
             text("10000"),
             text("12"),
+            text("5000"),
+            text("0"),
             int(45_000),
+            int(3_000),
             int(2_000),
             int(0),
             int(913),
@@ -192,11 +203,13 @@ mod tests {
         let r = decode(v, 1, 1).unwrap();
         assert_eq!((r.members, r.requests, r.retries), (3, 120, 4));
         assert_eq!(r.leases, vec![(10_000.0, 12.0)]);
+        assert_eq!(r.unleased, vec![(5_000.0, 0.0)]);
         assert_eq!(
             r.views[0],
             FleetView {
                 members: 3,
                 admitted: 45_000,
+                recent: 3_000,
                 cooldown_ms: 2_000,
                 ejection_ms: 0,
                 reading: Some((913, 40)),
@@ -214,6 +227,7 @@ mod tests {
                 int(5),
                 int(0),
                 int(0),
+                int(0),
                 int(-1),
                 int(0),
             ]
@@ -222,7 +236,7 @@ mod tests {
         let cases: Vec<(Value, &str)> = vec![
             (Value::Nil, "not an array"),
             (text("OK"), "not an array"),
-            (Value::Array(ok()[..7].to_vec()), "wrong length"),
+            (Value::Array(ok()[..8].to_vec()), "wrong length"),
             (
                 Value::Array({
                     let mut v = ok();
@@ -242,7 +256,7 @@ mod tests {
             (
                 Value::Array({
                     let mut v = ok();
-                    v[4] = text("soon");
+                    v[5] = text("soon");
                     v
                 }),
                 "not a number",
@@ -278,9 +292,9 @@ mod tests {
             ..Outgoing::default()
         };
         let a = args("spw", "pod-1", 500, false, &out);
-        assert_eq!(a.len(), 8 + 8 + 6);
+        assert_eq!(a.len(), 8 + 8 + 7);
         assert_eq!(&a[..8], ["spw", "pod-1", "500", "0", "7", "1", "1", "1"]);
         assert_eq!(&a[8..10], ["team-a", "30000"]);
-        assert_eq!(&a[16..], ["eastus-ptu", "900", "0", "0", "875", "12"]);
+        assert_eq!(&a[16..], ["eastus-ptu", "900", "0", "0", "0", "875", "12"]);
     }
 }
