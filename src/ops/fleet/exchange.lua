@@ -36,7 +36,10 @@ local function forget(id)
     local f, v = mine[i], tonumber(mine[i + 1]) or 0
     local kind, rest = string.match(f, '^(%a+):(.*)$')
     if kind == 'c' then
-      redis.call('HINCRBY', agg_key, rest, -math.floor(v))
+      -- A count back at 0 is skipped: -0 reaches Redis as "-0", which HINCRBY refuses,
+      -- and the error would stop every member's exchange until this hash expired.
+      local n = math.floor(v)
+      if n ~= 0 then redis.call('HINCRBY', agg_key, rest, -n) end
     elseif kind == 'l' or kind == 'w' then
       -- rest is "<dimension>:<tenant>"; a dead member's unused lease is not returned:
       -- it may have been spent, so the bucket refills it instead.
