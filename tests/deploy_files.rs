@@ -1,6 +1,6 @@
 //! The deploy files stay consistent with the binary: the Kubernetes YAML parses, its config
-//! passes `spillway -t`, the probes and grace periods line up, and the Grafana dashboard only
-//! queries metrics the gateway exports.
+//! passes `spillway -t`, the probes and grace periods line up, the replicas form one fleet,
+//! and the Grafana dashboard only queries metrics the gateway exports.
 
 use std::path::{Path, PathBuf};
 
@@ -68,7 +68,8 @@ fn kubernetes_manifests_parse_and_line_up() {
 }
 
 /// The client port is open to all, the admin port only to the monitoring namespace's
-/// Prometheus, and both name ports the Deployment declares.
+/// Prometheus, and both name ports the Deployment declares. Egress reaches DNS, Azure OpenAI
+/// and the fleet's Redis over TLS.
 #[test]
 fn the_network_policy_keeps_the_admin_port_private() {
     let policy = yaml_docs(&root().join("deploy/k8s/networkpolicy.yaml")).remove(0);
@@ -96,6 +97,19 @@ fn the_network_policy_keeps_the_admin_port_private() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["http", "admin"]);
+    // Egress: DNS, the Azure OpenAI endpoints, and Redis on its TLS port only.
+    assert_eq!(spec["policyTypes"][1], "Egress");
+    let egress: Vec<u64> = spec["egress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["ports"].as_sequence().unwrap())
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    for port in [53, 443, 6380] {
+        assert!(egress.contains(&port), "no egress to {port}: {egress:?}");
+    }
+    assert!(!egress.contains(&6379), "Redis without TLS: {egress:?}");
     let kustomization =
         std::fs::read_to_string(root().join("deploy/k8s/kustomization.yaml")).unwrap();
     assert!(kustomization.contains("- networkpolicy.yaml"));
@@ -103,6 +117,37 @@ fn the_network_policy_keeps_the_admin_port_private() {
     assert!(
         config["admin_token"].is_string(),
         "a reachable admin port needs a token"
+    );
+}
+
+/// The replicas form one fleet: the config reads the Redis URL from the Secret the pods
+/// load, names no instance (each pod's host name is its own), and expects as many members as
+/// the Deployment runs.
+#[test]
+fn the_kubernetes_replicas_share_one_fleet() {
+    let config = yaml_docs(&root().join("deploy/k8s/config/spillway.yaml")).remove(0);
+    let fleet = &config["fleet"];
+    assert_eq!(fleet["redis_url"], "${REDIS_URL}");
+    assert!(
+        fleet["instance_id"].is_null(),
+        "a fixed instance_id would be every pod's"
+    );
+    let deployment = yaml_docs(&root().join("deploy/k8s/deployment.yaml")).remove(0);
+    let replicas = deployment["spec"]["replicas"].as_u64().unwrap();
+    assert_eq!(fleet["expected_members"].as_u64(), Some(replicas));
+    let hpa = yaml_docs(&root().join("deploy/k8s/hpa.yaml")).remove(0);
+    assert_eq!(hpa["spec"]["minReplicas"].as_u64(), Some(replicas));
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["envFrom"][0]["secretRef"]["name"],
+        "spillway-keys"
+    );
+    let secret = yaml_docs(&root().join("deploy/k8s/secret.example.yaml")).remove(0);
+    assert_eq!(secret["metadata"]["name"], "spillway-keys");
+    let url = secret["stringData"]["REDIS_URL"].as_str().unwrap();
+    assert!(
+        url.starts_with("rediss://") && url.ends_with(".redis.cache.windows.net:6380"),
+        "{url}"
     );
 }
 
