@@ -1,6 +1,6 @@
 //! The deploy files stay consistent with the binary: the Kubernetes YAML parses, its config
-//! passes `spillway -t`, the probes and grace periods line up, and the Grafana dashboard only
-//! queries metrics the gateway exports.
+//! passes `spillway -t`, the probes and grace periods line up, the replicas form one fleet,
+//! and the Grafana dashboard only queries metrics the gateway exports.
 
 use std::path::{Path, PathBuf};
 
@@ -68,7 +68,8 @@ fn kubernetes_manifests_parse_and_line_up() {
 }
 
 /// The client port is open to all, the admin port only to the monitoring namespace's
-/// Prometheus, and both name ports the Deployment declares.
+/// Prometheus, and both name ports the Deployment declares. Egress reaches DNS, Azure OpenAI
+/// and the fleet's Redis over TLS.
 #[test]
 fn the_network_policy_keeps_the_admin_port_private() {
     let policy = yaml_docs(&root().join("deploy/k8s/networkpolicy.yaml")).remove(0);
@@ -96,6 +97,19 @@ fn the_network_policy_keeps_the_admin_port_private() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["http", "admin"]);
+    // Egress: DNS, the Azure OpenAI endpoints, and Redis on its TLS port only.
+    assert_eq!(spec["policyTypes"][1], "Egress");
+    let egress: Vec<u64> = spec["egress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["ports"].as_sequence().unwrap())
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    for port in [53, 443, 6380] {
+        assert!(egress.contains(&port), "no egress to {port}: {egress:?}");
+    }
+    assert!(!egress.contains(&6379), "Redis without TLS: {egress:?}");
     let kustomization =
         std::fs::read_to_string(root().join("deploy/k8s/kustomization.yaml")).unwrap();
     assert!(kustomization.contains("- networkpolicy.yaml"));
@@ -106,15 +120,66 @@ fn the_network_policy_keeps_the_admin_port_private() {
     );
 }
 
+/// The replicas form one fleet: the config reads the Redis URL from the Secret the pods
+/// load, names no instance (each pod's host name is its own), and expects as many members as
+/// the Deployment runs.
+#[test]
+fn the_kubernetes_replicas_share_one_fleet() {
+    let config = yaml_docs(&root().join("deploy/k8s/config/spillway.yaml")).remove(0);
+    let fleet = &config["fleet"];
+    assert_eq!(fleet["redis_url"], "${REDIS_URL}");
+    assert!(
+        fleet["instance_id"].is_null(),
+        "a fixed instance_id would be every pod's"
+    );
+    let deployment = yaml_docs(&root().join("deploy/k8s/deployment.yaml")).remove(0);
+    let replicas = deployment["spec"]["replicas"].as_u64().unwrap();
+    assert_eq!(fleet["expected_members"].as_u64(), Some(replicas));
+    let hpa = yaml_docs(&root().join("deploy/k8s/hpa.yaml")).remove(0);
+    assert_eq!(hpa["spec"]["minReplicas"].as_u64(), Some(replicas));
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["envFrom"][0]["secretRef"]["name"],
+        "spillway-keys"
+    );
+    let secret = yaml_docs(&root().join("deploy/k8s/secret.example.yaml")).remove(0);
+    assert_eq!(secret["metadata"]["name"], "spillway-keys");
+    let url = secret["stringData"]["REDIS_URL"].as_str().unwrap();
+    assert!(
+        url.starts_with("rediss://") && url.ends_with(".redis.cache.windows.net:6380"),
+        "{url}"
+    );
+}
+
 #[test]
 fn the_dashboard_queries_only_exported_metrics() {
     let dash: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("deploy/grafana/spillway-dashboard.json")).unwrap(),
     )
     .unwrap();
-    let source = std::fs::read_to_string(root().join("src/telemetry/metrics.rs")).unwrap();
+    // Metric families are defined in src/telemetry/ (the fleet's in fleet.rs).
+    let source: String = std::fs::read_dir(root().join("src/telemetry"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
     let mut checked = 0;
+    let mut ids = std::collections::HashSet::new();
+    let mut placed: Vec<[u64; 4]> = Vec::new();
     for panel in dash["panels"].as_array().unwrap() {
+        assert!(ids.insert(panel["id"].as_u64().unwrap()), "duplicate id");
+        let g = &panel["gridPos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| g[k].as_u64().unwrap());
+        assert!(x + w <= 24, "{} is wider than the grid", panel["title"]);
+        for [x2, y2, w2, h2] in &placed {
+            let apart = x + w <= *x2 || x2 + w2 <= x || y + h <= *y2 || y2 + h2 <= y;
+            assert!(apart, "{} overlaps another panel", panel["title"]);
+        }
+        placed.push([x, y, w, h]);
+        if panel["type"] == "row" {
+            continue;
+        }
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
             for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {

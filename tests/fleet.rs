@@ -471,3 +471,40 @@ async fn a_reload_adds_and_removes_the_fleet() {
     assert_eq!(a.status, 200);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A member whose published counts went back to 0 (an idle minute) must still be able to
+/// leave, and to be dropped by the others: removing it once failed on HINCRBY "-0" and
+/// stopped every member's exchange. Drives the script directly, so it takes milliseconds.
+#[test]
+fn a_member_whose_counts_went_back_to_zero_can_leave_and_be_dropped() {
+    let redis = Redis::start();
+    let script = include_str!("../src/ops/fleet/exchange.lua");
+    // prefix, instance, member_timeout_ms, leaving, own_requests, own_retries, no tenant,
+    // one deployment: name, admitted, recent, cooldown_ms, ejection_ms, reading (none), its
+    // age.
+    let exchange = |id: &str, timeout_ms: &str, leaving: &str, count: &str| {
+        redis.command(&[
+            "EVAL", script, "0", "spillway", id, timeout_ms, leaving, count, "0", "0", "1", "ptu",
+            count, count, "0", "0", "-1", "0",
+        ])
+    };
+    for (id, leaving_later) in [("gw-a", true), ("gw-b", false)] {
+        // Counts published, then back to 0, as after a quiet minute.
+        assert_eq!(exchange(id, "60000", "0", "5").as_deref(), Some("*9"));
+        assert_eq!(exchange(id, "60000", "0", "0").as_deref(), Some("*9"));
+        if leaving_later {
+            assert_eq!(exchange(id, "60000", "1", "0").as_deref(), Some("*9"));
+            assert_eq!(
+                redis.command(&["ZCARD", "{spillway}:members"]).as_deref(),
+                Some(":0"),
+                "{id} left"
+            );
+        }
+    }
+    // gw-b is silent from now on; gw-c's first exchange, with a timeout of 0, drops it.
+    assert_eq!(exchange("gw-c", "0", "0", "0").as_deref(), Some("*9"));
+    assert_eq!(
+        redis.command(&["ZCARD", "{spillway}:members"]).as_deref(),
+        Some(":1")
+    );
+}

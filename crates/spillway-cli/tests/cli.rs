@@ -91,6 +91,10 @@ fn the_kubernetes_config_passes_spillway_t() {
             ("AOAI_WESTUS_KEY", "k4"),
             ("AOAI_SWEDEN_KEY", "k5"),
             ("ADMIN_TOKEN", "admin-token-0123456789"),
+            (
+                "REDIS_URL",
+                "rediss://:k6@cache.redis.cache.windows.net:6380",
+            ),
         ],
     );
     assert!(
