@@ -83,6 +83,20 @@ impl Redis {
         }
     }
 
+    /// Waits until member `id` holds a lease of `amount` on `tenant`'s budget dimension `dim`
+    /// (`t` tokens, `r` requests), as the fleet's script records it.
+    pub async fn wait_for_lease(&self, id: &str, dim: char, tenant: &str, amount: u64) {
+        let key = format!("{{spillway}}:i:{id}");
+        let field = format!("l:{dim}:{tenant}");
+        let want = amount.to_string();
+        super::wait_until(
+            &format!("{id} to hold a lease of {amount} on {tenant}"),
+            Duration::from_secs(20),
+            async || self.command(&["HGET", &key, &field]).as_deref() == Some(want.as_str()),
+        )
+        .await;
+    }
+
     pub fn url(&self) -> String {
         match &self.password {
             None => format!("redis://127.0.0.1:{}", self.port),

@@ -60,18 +60,8 @@ async fn a_killed_member_leaves_and_its_share_returns() {
         .await;
     }
 
-    // At rest the three share the bucket evenly: c holds a third of the 60 requests.
-    wait_until(
-        "gw-c to hold its third of the budget",
-        Duration::from_secs(20),
-        async || {
-            redis
-                .command(&["HGET", "{spillway}:i:gw-c", "l:r:search"])
-                .as_deref()
-                == Some("20")
-        },
-    )
-    .await;
+    // At rest the three share the bucket evenly: gw-c holds a third of the 60 requests.
+    redis.wait_for_lease("gw-c", 'r', "search", 20).await;
     c.kill().unwrap();
     c.wait().unwrap();
     let killed = Instant::now();
