@@ -49,6 +49,13 @@ async fn start_three(conf: impl Fn(&str) -> Conf) -> Vec<Gateway> {
     gws
 }
 
+/// Each member's chat completions URL.
+fn chat_urls(gws: &[Gateway]) -> Vec<String> {
+    gws.iter()
+        .map(|g| g.url(&chat_path("gpt-4o-mini")))
+        .collect()
+}
+
 async fn fleet_status(gw: &Gateway) -> serde_json::Value {
     call("GET", &gw.admin_url("/status"), &[], "").await.json()["fleet"].clone()
 }
@@ -129,10 +136,7 @@ async fn a_tenant_budget_holds_across_the_fleet_for_a_spread_load_and_a_burst() 
             .model("gpt-4o-mini", &["standard"])
     });
     let gws = start_three(conf).await;
-    let urls: Vec<String> = gws
-        .iter()
-        .map(|g| g.url(&chat_path("gpt-4o-mini")))
-        .collect();
+    let urls = chat_urls(&gws);
     let minute = Duration::from_secs(60);
     let start = Instant::now();
 
@@ -282,10 +286,7 @@ async fn redis_dying_costs_no_request_and_its_return_rebuilds_the_fleet() {
             .model("gpt-4o-mini", &["standard"])
     });
     let gws = start_three(conf).await;
-    let urls: Vec<String> = gws
-        .iter()
-        .map(|g| g.url(&chat_path("gpt-4o-mini")))
-        .collect();
+    let urls = chat_urls(&gws);
     let load = async |tallies: &mut [Tally], rounds: usize| {
         for _ in 0..rounds {
             let answers = join_all(urls.iter().map(|u| post_json(u, TENANT_KEY, body()))).await;

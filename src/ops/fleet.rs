@@ -236,7 +236,7 @@ async fn exchange(
             Ok(incoming.members)
         }
         Err(f) => {
-            restore(shared, config, &out, Instant::now());
+            restore(config, &out, Instant::now());
             Err(f)
         }
     }
@@ -252,6 +252,16 @@ fn deployments(config: &Config) -> impl Iterator<Item = (&crate::config::Deploym
         .map(|(p, d)| (d.as_ref(), p.spill_at_utilization))
 }
 
+/// Tenants with a budget, in config order: the ones an exchange carries, in this order.
+fn limited(config: &Config) -> impl Iterator<Item = &crate::config::Tenant> {
+    config
+        .tenants
+        .all()
+        .iter()
+        .map(|t| t.as_ref())
+        .filter(|t| t.limits.tokens_per_minute.is_some() || t.limits.requests_per_minute.is_some())
+}
+
 fn collect(shared: &Shared, config: &Config, now: Instant) -> Outgoing {
     let (requests, retries) = shared.retry_budget.own(now);
     Outgoing {
@@ -259,13 +269,7 @@ fn collect(shared: &Shared, config: &Config, now: Instant) -> Outgoing {
         retries,
         requests_unsynced: shared.retry_budget.fleet_requests.unsynced(),
         retries_unsynced: shared.retry_budget.fleet_retries.unsynced(),
-        tenants: config
-            .tenants
-            .all()
-            .iter()
-            .filter(|t| {
-                t.limits.tokens_per_minute.is_some() || t.limits.requests_per_minute.is_some()
-            })
+        tenants: limited(config)
             .map(|t| {
                 (
                     t.name.clone(),
@@ -306,21 +310,17 @@ fn apply(
     // A lease is good until a little after the next exchange should have come back; a task
     // that stalls past that leaves the budget to fall back on its own.
     let until = now + fleet.sync_interval * 2 + fleet.timeout;
-    let mut leases = incoming.leases.iter().zip(&incoming.unleased);
-    for t in config.tenants.all() {
-        if t.limits.tokens_per_minute.is_none() && t.limits.requests_per_minute.is_none() {
-            continue;
-        }
-        if let Some((&lease, &unleased)) = leases.next() {
-            t.budget.grant(Grant {
-                lease,
-                unleased,
-                members,
-                next_exchange: fleet.sync_interval,
-                until,
-                now,
-            });
-        }
+    for (t, (&lease, &unleased)) in
+        limited(config).zip(incoming.leases.iter().zip(&incoming.unleased))
+    {
+        t.budget.grant(Grant {
+            lease,
+            unleased,
+            members,
+            next_exchange: fleet.sync_interval,
+            until,
+            now,
+        });
     }
     for (((d, spill_at), (_, news)), view) in deployments(config)
         .zip(&out.deployments)
@@ -330,15 +330,8 @@ fn apply(
     }
 }
 
-fn restore(shared: &Shared, config: &Config, out: &Outgoing, now: Instant) {
-    let _ = shared;
-    for ((_, _, _, report), t) in
-        out.tenants
-            .iter()
-            .zip(config.tenants.all().iter().filter(|t| {
-                t.limits.tokens_per_minute.is_some() || t.limits.requests_per_minute.is_some()
-            }))
-    {
+fn restore(config: &Config, out: &Outgoing, now: Instant) {
+    for ((_, _, _, report), t) in out.tenants.iter().zip(limited(config)) {
         t.budget.restore(report);
     }
     for ((d, _), (_, news)) in deployments(config).zip(&out.deployments) {
