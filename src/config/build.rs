@@ -1,5 +1,6 @@
 //! Turns the file's serde structs into the runtime `Config`, collecting every problem.
 
+mod classes;
 mod clients;
 mod edge;
 mod fleet;
@@ -101,6 +102,7 @@ pub fn from_yaml(
     let sync_window = Duration::from_millis(raw.timeouts.sync_total_ms);
     let governance = build_governance(raw.governance, sync_window, &mut problems);
     let pools = build_pools(raw.pools, lookup, previous, &mut problems);
+    let classes = classes::build_classes(raw.classes, &mut problems);
     let models = build_models(raw.models, &pools, &mut problems);
     let clients = build_clients(raw.clients, lookup, &mut problems);
     let retry = Retry {
@@ -195,6 +197,7 @@ pub fn from_yaml(
             tenants,
             governance,
             pools,
+            classes,
             models,
             retry,
             routing,

@@ -49,6 +49,10 @@ pub struct FileConfig {
     /// Groups of upstream deployments, tried in the order a model lists them.
     #[serde(default)]
     pub pools: Vec<PoolFile>,
+    /// Priority classes, by name: `interactive`, `standard` (every tenant's default) and
+    /// `batch`, highest first. A class not listed keeps today's behaviour.
+    #[serde(default)]
+    pub classes: BTreeMap<String, ClassFile>,
     /// Model alias (what clients ask for) to the pools it may use, in order of preference:
     /// a list of pool names, or a map with `pools` and per-model settings.
     #[serde(default)]
@@ -307,6 +311,26 @@ pub struct TenantFile {
     /// Caps for this tenant's requests; they take precedence over the model's and the global.
     #[serde(default)]
     pub caps: CapsFile,
+    /// Priority class: `interactive`, `standard` (default) or `batch`.
+    #[serde(default)]
+    pub class: Option<String>,
+}
+
+/// What a priority class may do (see README, "Spending the PTU first").
+#[derive(Debug, Deserialize)]
+pub struct ClassFile {
+    /// Utilization (percent) of a provisioned deployment at which this class spills, instead
+    /// of the pool's `spill_at_utilization`.
+    #[serde(default)]
+    pub spill_at_utilization: Option<f64>,
+    /// Longest a request may wait for its saturated first pool before it spills (0: never
+    /// waits). A client's `x-spillway-max-wait-ms` may lower it, never raise it.
+    #[serde(default)]
+    pub max_hold_ms: Option<u64>,
+    /// When every pool is saturated, refuse this class with 429 once the least loaded
+    /// deployment is at this utilization (percent). Absent: never refused for saturation.
+    #[serde(default)]
+    pub shed_at_utilization: Option<f64>,
 }
 
 /// Cap settings that a model or a tenant may override.
@@ -438,9 +462,30 @@ pub struct PoolFile {
     /// Default in-flight limit for each deployment of the pool (0 or absent: none).
     #[serde(default)]
     pub max_inflight: Option<u32>,
+    /// Requests each deployment may hold waiting for room (default 256); a full queue spills.
+    #[serde(default)]
+    pub hold_queue: Option<usize>,
+    /// What the pool's tokens cost, for the cost metrics and the access log.
+    #[serde(default)]
+    pub price: Option<PriceFile>,
     /// The deployments.
     #[serde(default)]
     pub deployments: Vec<DeploymentFile>,
+}
+
+/// A pool's prices in US dollars: `per_hour` for each deployment of a provisioned pool, or
+/// per million tokens for a Standard pool.
+#[derive(Debug, Deserialize)]
+pub struct PriceFile {
+    #[serde(default)]
+    pub per_hour: Option<f64>,
+    #[serde(default)]
+    pub input_per_million: Option<f64>,
+    /// Prompt tokens served from the prompt cache (default: `input_per_million`).
+    #[serde(default)]
+    pub cached_input_per_million: Option<f64>,
+    #[serde(default)]
+    pub output_per_million: Option<f64>,
 }
 
 /// One Azure OpenAI deployment.

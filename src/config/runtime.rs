@@ -9,6 +9,8 @@ use crate::governance::adaptive::AdaptivePolicy;
 use crate::governance::auth_failures::AuthFailurePolicy;
 use crate::governance::budget::{BudgetLimits, LocalBudget};
 use crate::governance::caps::{CapPolicy, OnExceed};
+pub use crate::routing::class::{Class, ClassPolicy, Classes};
+pub use crate::routing::price::Price;
 use crate::routing::state::RoutingPolicy;
 pub use crate::routing::upstreams::{Deployment, Endpoint, Pool, PoolKind, WireValues};
 use std::collections::HashMap;
@@ -30,6 +32,7 @@ pub struct Config {
     pub tenants: Tenants,
     pub governance: Governance,
     pub pools: Vec<Pool>,
+    pub classes: Classes,
     pub models: HashMap<String, Arc<Model>>,
     pub retry: Retry,
     pub timeouts: Timeouts,
@@ -144,6 +147,7 @@ impl std::fmt::Debug for Tenants {
 #[derive(Debug)]
 pub struct Tenant {
     pub name: String,
+    pub class: Class,
     pub limits: BudgetLimits,
     pub caps: CapOverrides,
     /// Live budget; shared with the previous config when the tenant survives a reload.

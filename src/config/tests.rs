@@ -3,6 +3,7 @@
 use super::*;
 use std::path::Path;
 
+mod classes;
 mod fleet;
 mod security;
 

@@ -145,6 +145,8 @@ mod tests {
             name: name.into(),
             kind,
             spill_at_utilization: 90.0,
+            hold_queue: 0,
+            price: Default::default(),
             deployments: deployments.into_iter().map(Arc::new).collect(),
         };
         vec![

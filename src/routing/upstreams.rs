@@ -2,6 +2,7 @@
 //! its endpoint, its precomputed header values and its live state. Config builds them;
 //! routing and the proxy read them.
 
+use super::price::Price;
 use super::state::DeploymentState;
 use http::HeaderValue;
 use std::sync::Arc;
@@ -29,6 +30,9 @@ pub struct Pool {
     pub kind: PoolKind,
     /// Percent of reported utilization at which the pool's deployments are avoided.
     pub spill_at_utilization: f64,
+    /// Requests each deployment may hold waiting for room (see `routing::hold`).
+    pub hold_queue: usize,
+    pub price: Price,
     pub deployments: Vec<Arc<Deployment>>,
 }
 

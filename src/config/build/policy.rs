@@ -112,8 +112,11 @@ pub(super) fn build_tenants(
             || NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             |p| p.id,
         );
+        let class =
+            super::classes::class_of(&format!("tenants[{i}]"), t.class.as_deref(), problems);
         let tenant = Tenant {
             name: t.name,
+            class,
             limits: BudgetLimits {
                 tokens_per_minute: t.tokens_per_minute,
                 requests_per_minute: t.requests_per_minute,

@@ -12,6 +12,12 @@ use http::HeaderValue;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+/// Held requests per deployment when the pool does not say: a burst of a few seconds at a
+/// few hundred requests per second.
+const DEFAULT_HOLD_QUEUE: usize = 256;
+/// Each held request is a client connection and a task: more is a mistake, not a queue.
+const MAX_HOLD_QUEUE: usize = 100_000;
+
 /// Names that go into URL paths and metric labels: keep them plain.
 fn is_plain_name(s: &str) -> bool {
     !s.is_empty()
@@ -145,10 +151,22 @@ pub(super) fn build_pools(
                 },
             }));
         }
+        let capacities_known =
+            !deployments.is_empty() && deployments.iter().all(|d| d.capacity_tpm.is_some());
+        let price = super::classes::build_price(&at, kind, p.price, capacities_known, problems);
+        let hold_queue = p.hold_queue.unwrap_or(DEFAULT_HOLD_QUEUE);
+        if hold_queue > MAX_HOLD_QUEUE {
+            problems.push(
+                format!("{at}.hold_queue"),
+                format!("must be at most {MAX_HOLD_QUEUE}"),
+            );
+        }
         pools.push(Pool {
             name: p.name,
             kind,
             spill_at_utilization: spill,
+            hold_queue,
+            price,
             deployments,
         });
     }

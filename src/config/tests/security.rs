@@ -9,6 +9,7 @@ use std::sync::Arc;
 fn tenant(name: &str) -> Arc<Tenant> {
     Arc::new(Tenant {
         name: name.into(),
+        class: Default::default(),
         limits: Default::default(),
         caps: Default::default(),
         budget: Default::default(),
