@@ -21,6 +21,7 @@ mod finish;
 mod gate;
 mod gateway;
 mod headers;
+mod hold;
 pub mod read_body;
 mod record;
 mod replay;

@@ -6,6 +6,8 @@
 
 pub mod class;
 pub mod fleet;
+pub mod hold;
+pub mod level;
 pub mod price;
 pub mod resolve;
 pub mod retry_budget;

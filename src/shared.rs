@@ -68,7 +68,10 @@ impl Shared {
             draining: AtomicBool::new(false),
             last_reload: Mutex::new(None),
             server_yaml,
-            config: ArcSwap::from_pointee(config),
+            config: {
+                config.install_capacities();
+                ArcSwap::from_pointee(config)
+            },
             config_path,
             spin: AtomicU32::new(0),
             retry_budget: RetryBudget::default(),
@@ -85,6 +88,7 @@ impl Shared {
     /// handshakes from now on (listeners themselves change only with an upgrade).
     pub fn swap_config(&self, config: Config) {
         self.install_certs(&config);
+        config.install_capacities();
         self.config.store(Arc::new(config));
     }
 

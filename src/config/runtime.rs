@@ -50,6 +50,14 @@ impl Config {
         self.models.get(alias)
     }
 
+    /// Tells each deployment's live state the capacity this config gives it, once the config
+    /// is the one that runs (a rejected reload must not change the running one's state).
+    pub fn install_capacities(&self) {
+        for (_, d) in self.deployments() {
+            d.state.set_capacity(d.capacity_tpm);
+        }
+    }
+
     /// Whether any deployment `model` may use has a known capacity, so that routing predicts
     /// its utilization from the tokens sent (and needs exact prompt counts).
     pub fn predicts(&self, model: &Model) -> bool {

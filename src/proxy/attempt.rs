@@ -274,6 +274,7 @@ models:
             pool: 0,
             deployment: c.pools[0].deployments[0].clone(),
             spilled: None,
+            saturated: false,
         };
         Attempt::start(choice, tokens, Origin::default(), Instant::now())
     }

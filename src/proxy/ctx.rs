@@ -8,6 +8,7 @@ use crate::config::{Config, Deployment, Model, Tenant};
 use crate::governance::body::JsonBody;
 use crate::governance::budget::Remaining;
 use crate::governance::caps::{CapPolicy, Capped};
+use crate::routing::hold::SpillReason;
 use crate::routing::select::Choice;
 use crate::stream::{SseTap, StreamSummary};
 use bytes::Bytes;
@@ -92,6 +93,14 @@ pub struct Upstream {
     /// The gateway added `include_usage` to a stream whose client did not ask for it, so the
     /// usage chunk is removed before the client sees it.
     pub strip_usage: bool,
+    /// How long the request was held for its saturated first pool.
+    pub held: Option<Duration>,
+    /// It was held, and then served by its first pool.
+    pub hold_served: bool,
+    /// It was held, and its client left.
+    pub hold_gone: bool,
+    /// Why it went past its saturated first pool.
+    pub spill_reason: Option<SpillReason>,
 }
 
 /// What the served attempt's response reported.

@@ -5,7 +5,8 @@ use super::admit::admit;
 use super::ctx::RequestCtx;
 use super::replay;
 use super::reply::Reply;
-use super::upstream::{next_peer, rewrite_request};
+use super::upstream::{next_peer, rewrite_request, ClientLeft};
+use crate::routing::hold::Shed;
 use crate::routing::select::NoChoice;
 use crate::shared::Shared;
 use async_trait::async_trait;
@@ -135,10 +136,10 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        next_peer(&self.shared, ctx).await
+        next_peer(&self.shared, ctx, session).await
     }
 
     async fn upstream_request_filter(
@@ -249,22 +250,39 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let reply = match e.root_cause().downcast_ref::<NoChoice>() {
-            Some(NoChoice::AllThrottled(wait)) => retry_later(
+        let cause = e.root_cause();
+        if cause.is::<ClientLeft>() {
+            // Nobody to answer: the status is for the log.
+            return FailToProxy {
+                error_code: 499,
+                can_reuse_downstream: false,
+            };
+        }
+        let reply = if let Some(Shed(wait)) = cause.downcast_ref::<Shed>() {
+            retry_later(
                 429,
                 "429",
-                "Every deployment of this model is throttled",
+                "Every deployment of this model is saturated, and this tenant's class is shed first",
                 *wait,
-            ),
-            // Clients (and the SDKs' own retries) are told when to come back instead of
-            // hammering a model whose every deployment is out.
-            Some(NoChoice::NoneUsable(wait)) => retry_later(
-                503,
-                "ServiceUnavailable",
-                "No deployment of this model is available",
-                *wait,
-            ),
-            _ => failure_reply(e, ctx.upstream.attempts.len()),
+            )
+        } else {
+            match cause.downcast_ref::<NoChoice>() {
+                Some(NoChoice::AllThrottled(wait)) => retry_later(
+                    429,
+                    "429",
+                    "Every deployment of this model is throttled",
+                    *wait,
+                ),
+                // Clients (and the SDKs' own retries) are told when to come back instead of
+                // hammering a model whose every deployment is out.
+                Some(NoChoice::NoneUsable(wait)) => retry_later(
+                    503,
+                    "ServiceUnavailable",
+                    "No deployment of this model is available",
+                    *wait,
+                ),
+                _ => failure_reply(e, ctx.upstream.attempts.len()),
+            }
         };
         let code = if session.response_written().is_some() {
             // Mid-response: the client connection is all that can be closed.

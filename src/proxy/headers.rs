@@ -15,13 +15,15 @@ const X_MS_SPILLOVER_FROM: HeaderName = HeaderName::from_static("x-ms-spillover-
 const X_SPILLWAY_MAX_TOKENS: HeaderName = HeaderName::from_static("x-spillway-max-tokens");
 const X_SPILLWAY_REQUESTED: HeaderName = HeaderName::from_static("x-spillway-requested-max-tokens");
 const X_SPILLWAY_CAP: HeaderName = HeaderName::from_static("x-spillway-cap");
+const X_SPILLWAY_HELD_MS: HeaderName = HeaderName::from_static("x-spillway-held-ms");
+const X_SPILLWAY_SPILL_REASON: HeaderName = HeaderName::from_static("x-spillway-spill-reason");
 const X_RATELIMIT_REMAINING_TOKENS: HeaderName =
     HeaderName::from_static("x-ratelimit-remaining-tokens");
 const X_RATELIMIT_REMAINING_REQUESTS: HeaderName =
     HeaderName::from_static("x-ratelimit-remaining-requests");
 
 /// Most responses carry at most this many of the headers above.
-const ANNOTATIONS: usize = 9;
+const ANNOTATIONS: usize = 11;
 
 /// Attempt counts as ready-made values (`retry.max_attempts` is small).
 const DIGITS: [HeaderValue; 10] = [
@@ -102,6 +104,18 @@ fn add_annotations(h: &mut HeaderMap, ctx: &RequestCtx) {
                 h.insert(X_MS_SPILLOVER_FROM, v);
             }
         }
+    }
+    if let Some(held) = ctx.upstream.held {
+        h.insert(
+            X_SPILLWAY_HELD_MS,
+            u64::try_from(held.as_millis()).unwrap_or(u64::MAX).into(),
+        );
+    }
+    if let Some(reason) = ctx.upstream.spill_reason {
+        h.insert(
+            X_SPILLWAY_SPILL_REASON,
+            HeaderValue::from_static(reason.as_str()),
+        );
     }
     if let Some(c) = &ctx.upstream.capped {
         h.insert(X_SPILLWAY_MAX_TOKENS, c.applied.into());

@@ -4,7 +4,8 @@
 //!
 //! Access log fields (stable; documented in the README): `ts`, `request_id`, `tenant`,
 //! `model`, `operation`, `stream`, `status`, `requested_max_tokens`, `max_tokens`,
-//! `cap_reason`, `deployment`, `region`, `pool`, `spillover`, `attempts[]` (`deployment`,
+//! `cap_reason`, `deployment`, `region`, `pool`, `spillover`, `spill_reason`, `held_ms`,
+//! `attempts[]` (`deployment`,
 //! `region`, `pool`, `status`, `outcome`, `ms`), `prompt_tokens`, `completion_tokens`,
 //! `total_tokens`, `usage_estimated`, `ttft_ms`, `tbt_mean_ms`, `tbt_p95_ms`, `finish_reason`,
 //! `stream_complete`, `duration_ms`, `overhead_ms`, `bytes_in`, `bytes_out`, `error`.
@@ -95,6 +96,7 @@ pub fn request_done(
         }
         _ => None,
     };
+    record_hold(m, ctx);
     if let (Some(u), Some(_)) = (ctx.served.usage, served) {
         let l = [model, tenant, pool, deployment];
         m.prompt_tokens
@@ -140,6 +142,8 @@ pub fn request_done(
         region: served.map(|a| a.deployment.region.as_str()),
         pool: served.map(|a| cfg.pools[a.pool].name.as_str()),
         spillover: spillover.as_deref(),
+        spill_reason: ctx.upstream.spill_reason.map(|r| r.as_str()),
+        held_ms: ctx.upstream.held.map(ms),
         attempts: Attempts(ctx),
         prompt_tokens: ctx.served.usage.map(|u| u.prompt_tokens),
         completion_tokens: ctx.served.usage.map(|u| u.completion_tokens),
@@ -169,6 +173,37 @@ pub fn request_done(
     }
 }
 
+/// What holding decided for the request: a spill's reason, a hold's end and length.
+fn record_hold(m: &crate::telemetry::metrics::Metrics, ctx: &RequestCtx) {
+    let up = &ctx.upstream;
+    if up.spill_reason.is_none() && up.held.is_none() {
+        return;
+    }
+    let class = ctx
+        .tenant
+        .as_ref()
+        .map_or(crate::routing::class::Class::default(), |t| t.class)
+        .as_str();
+    if let Some(reason) = up.spill_reason {
+        m.spill_decisions
+            .with_label_values(&[class, reason.as_str()])
+            .inc();
+    }
+    if let Some(held) = up.held {
+        let outcome = if up.hold_served {
+            "served"
+        } else if up.hold_gone {
+            "gone"
+        } else {
+            "spilled"
+        };
+        m.held.with_label_values(&[class, outcome]).inc();
+        m.hold_seconds
+            .with_label_values(&[class, outcome])
+            .observe(held.as_secs_f64());
+    }
+}
+
 /// One access log line; field order is the documented order.
 #[derive(serde::Serialize)]
 struct AccessLine<'a> {
@@ -187,6 +222,8 @@ struct AccessLine<'a> {
     region: Option<&'a str>,
     pool: Option<&'a str>,
     spillover: Option<&'a str>,
+    spill_reason: Option<&'static str>,
+    held_ms: Option<f64>,
     attempts: Attempts<'a>,
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,

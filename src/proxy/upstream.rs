@@ -3,45 +3,57 @@
 
 use super::attempt::{Attempt, Origin};
 use super::ctx::{RequestBody, RequestCtx};
+use super::hold;
 use crate::api::Shape;
 use crate::config::{Deployment, Model};
 use crate::governance::body::Edits;
 use crate::governance::{caps, stream_options};
+use crate::routing::class::Class;
+use crate::routing::hold::{Shed, Ticket};
 use crate::routing::resolve;
 use crate::routing::select::{choose, Choice, NoChoice};
 use crate::shared::Shared;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
+use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 use std::time::Duration;
 
 /// Idle upstream connections are kept this long for reuse.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
-/// Picks the deployment for the next attempt (the one the replay decision found, if any),
-/// starts the attempt, and builds its peer.
-pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+/// Picks the deployment for the next attempt (the one the replay decision found, if any;
+/// for a first attempt whose first pool is saturated, perhaps after holding it for that
+/// pool), starts the attempt, and builds its peer.
+pub async fn next_peer(
+    shared: &Shared,
+    ctx: &mut RequestCtx,
+    session: &mut Session,
+) -> Result<Box<HttpPeer>> {
     let config = ctx.config.clone();
-    let now = tokio::time::Instant::now();
+    let mut now = tokio::time::Instant::now();
     let Some(model) = ctx.admission.as_ref().map(|a| a.model.clone()) else {
         return Error::e_explain(ErrorType::InternalError, "request not admitted");
     };
     let spin = shared.spin();
+    let mut ticket = None;
     let choice = match ctx.upstream.next.take() {
         Some(choice) => choice,
-        None => choose_next(ctx, &model, spin, now).map_err(|why| {
-            let status = if matches!(why, NoChoice::AllThrottled(_)) {
-                429
+        None => {
+            let choice = choose_next(ctx, &model, spin, now).map_err(no_choice)?;
+            if ctx.upstream.attempts.is_empty() && hold::spilled_for_saturation(&choice) {
+                let (choice, held) = hold_or_spill(ctx, &model, choice, session, spin).await?;
+                ticket = held;
+                now = tokio::time::Instant::now();
+                choice
             } else {
-                503
-            };
-            Error::because(
-                ErrorType::HTTPStatus(status),
-                "no deployment can take the request",
-                why,
-            )
-        })?,
+                choice
+            }
+        }
     };
+    if choice.saturated {
+        shed(ctx, &choice, now)?;
+    }
     let deployment = choice.deployment.clone();
     let prompt_tokens = prepare_body(ctx, model.adaptive_sync_cap, &deployment);
     let output = ctx.upstream.capped.as_ref().map_or(0, |c| c.total_output);
@@ -53,6 +65,8 @@ pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<Http
     ctx.upstream
         .attempts
         .push(Attempt::start(choice, prompt_tokens + output, origin, now));
+    // The lease is taken: the next held request may look at what room is left.
+    drop(ticket);
     let addr = resolve::address(&deployment.endpoint, &deployment.state, spin)
         .await
         .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e.to_string()))?;
@@ -80,6 +94,124 @@ pub async fn next_peer(shared: &Shared, ctx: &mut RequestCtx) -> Result<Box<Http
     Ok(Box::new(peer))
 }
 
+fn no_choice(why: NoChoice) -> Box<Error> {
+    let status = if matches!(why, NoChoice::AllThrottled(_)) {
+        429
+    } else {
+        503
+    };
+    Error::because(
+        ErrorType::HTTPStatus(status),
+        "no deployment can take the request",
+        why,
+    )
+}
+
+/// The request's class (a request without a tenant is `standard`).
+fn class_of(ctx: &RequestCtx) -> Class {
+    ctx.tenant.as_ref().map_or(Class::default(), |t| t.class)
+}
+
+/// Holds a first attempt whose first pool is saturated, if its class and allowance let it
+/// and the wait fits; records how long and why it spilled. Returns the choice to attempt
+/// and, when held until room came, the place in the queue to give up once leased.
+async fn hold_or_spill(
+    ctx: &mut RequestCtx,
+    model: &Model,
+    choice: Choice,
+    session: &mut Session,
+    spin: u32,
+) -> Result<(Choice, Option<Ticket>)> {
+    let class = class_of(ctx);
+    let allowance = hold::allowance(ctx.config.classes.get(class), &session.req_header().headers);
+    let tokens = ctx.admission.as_ref().map_or(0, |a| {
+        let output = match (&a.body, &a.policy) {
+            (RequestBody::Parsed(body), Some(policy)) => {
+                caps::decide(body, policy, None).map_or(0, |c| c.total_output)
+            }
+            _ => 0,
+        };
+        a.prompt_tokens + output
+    });
+    let gone = async {
+        // The body was read at admission: the next read sees only the client closing.
+        if session
+            .downstream_session
+            .read_body_or_idle(true)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    match hold::hold_or_spill(ctx, model, class, allowance, tokens, gone).await {
+        hold::Held::Room(choice, ticket, waited) => {
+            let up = &mut ctx.upstream;
+            up.held = Some(waited);
+            up.hold_served = true;
+            Ok((choice, Some(ticket)))
+        }
+        hold::Held::Spill(reason, waited) => {
+            let up = &mut ctx.upstream;
+            up.spill_reason = Some(reason);
+            up.held = waited;
+            if waited.is_none() {
+                return Ok((choice, None));
+            }
+            // Things moved while it waited: choose again.
+            let now = tokio::time::Instant::now();
+            let again = choose_next(ctx, model, spin, now).map_err(no_choice)?;
+            Ok((again, None))
+        }
+        hold::Held::Gone(waited) => {
+            let up = &mut ctx.upstream;
+            up.held = Some(waited);
+            up.hold_gone = true;
+            Err(Error::because(
+                ErrorType::ConnectionClosed,
+                "the client left while held",
+                ClientLeft,
+            ))
+        }
+    }
+}
+
+/// Refuses a request of a class shed at the level the least loaded saturated deployment
+/// is at, when every deployment is saturated.
+fn shed(ctx: &RequestCtx, choice: &Choice, now: tokio::time::Instant) -> Result<()> {
+    let Some(shed_at) = ctx.config.classes.get(class_of(ctx)).shed_at else {
+        return Ok(());
+    };
+    let d = &choice.deployment;
+    let load = crate::routing::hold::load_percent(d, &ctx.config.routing, now);
+    if load < shed_at {
+        return Ok(());
+    }
+    let back = d
+        .state
+        .level_time_to(shed_at, 0, now)
+        .max(d.state.cooldown_left(now).unwrap_or_default())
+        .max(Duration::from_secs(1));
+    Err(Error::because(
+        ErrorType::HTTPStatus(429),
+        "every deployment is saturated",
+        Shed(back),
+    ))
+}
+
+/// The cause of an error that ends a request whose client left while it was held.
+#[derive(Debug)]
+pub struct ClientLeft;
+
+impl std::fmt::Display for ClientLeft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client left while the request was held")
+    }
+}
+
+impl std::error::Error for ClientLeft {}
+
 /// Chooses the deployment for the request's next attempt among those it has not tried.
 pub fn choose_next(
     ctx: &RequestCtx,
@@ -93,6 +225,7 @@ pub fn choose_next(
         &model.pools,
         |d| ctx.tried(d),
         spin,
+        config.classes.get(class_of(ctx)),
         &config.routing,
         now,
     )

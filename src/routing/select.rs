@@ -3,8 +3,9 @@
 //! not cooling down and not saturated. Saturation is soft: when every deployment is
 //! saturated, the least loaded one still beats refusing the request.
 
-use super::state::{RoutingPolicy, Skip};
-use super::upstreams::{Deployment, Pool};
+use super::class::ClassPolicy;
+use super::state::{Gauge, RoutingPolicy, Skip};
+use super::upstreams::{Deployment, Pool, PoolKind};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -16,6 +17,20 @@ pub struct Choice {
     pub deployment: Arc<Deployment>,
     /// Why the model's first pool was passed over, when it was (a spillover).
     pub spilled: Option<Skip>,
+    /// Every candidate was saturated: this is the least loaded of them.
+    pub saturated: bool,
+}
+
+/// How a request of `class` reads a deployment of `pool`: its class's threshold and model
+/// apply to provisioned pools, the only ones with a utilization to keep.
+pub fn gauge(pool: &Pool, class: &ClassPolicy) -> Gauge {
+    match pool.kind {
+        PoolKind::Provisioned => Gauge {
+            spill_at: class.spill_at,
+            bucket: !class.max_hold.is_zero(),
+        },
+        PoolKind::Standard => Gauge::default(),
+    }
 }
 
 /// When a deployment out for a reason with no known end may be back.
@@ -55,6 +70,7 @@ pub fn choose(
     order: &[usize],
     tried: impl Fn(&Arc<Deployment>) -> bool,
     spin: u32,
+    class: &ClassPolicy,
     policy: &RoutingPolicy,
     now: Instant,
 ) -> Result<Choice, NoChoice> {
@@ -67,6 +83,7 @@ pub fn choose(
     let mut fallback: Option<(u64, usize, &Arc<Deployment>, Skip)> = None;
     for (rank, &pool_idx) in order.iter().enumerate() {
         let pool = &pools[pool_idx];
+        let gauge = gauge(pool, class);
         let n = pool.deployments.len();
         let mut best: Option<(u64, &Arc<Deployment>)> = None;
         let mut pool_skip = None;
@@ -78,10 +95,11 @@ pub fn choose(
             untried = true;
             // In-flight per weight, scaled to stay integral.
             let load = u64::from(d.state.inflight()) * 1000 / u64::from(d.weight);
-            match d.state.skip(
+            match d.state.skip_for(
                 d.max_inflight,
                 pool.spill_at_utilization,
                 d.capacity_tpm,
+                gauge,
                 policy,
                 now,
             ) {
@@ -112,6 +130,7 @@ pub fn choose(
                 pool: pool_idx,
                 deployment: d.clone(),
                 spilled: if rank == 0 { None } else { first_skip },
+                saturated: false,
             });
         }
         if rank == 0 {
@@ -124,6 +143,7 @@ pub fn choose(
             pool,
             deployment: d.clone(),
             spilled: (first != Some(pool)).then_some(first_skip.unwrap_or(skip)),
+            saturated: true,
         });
     }
     Err(match (untried, soonest_cooldown) {
@@ -173,6 +193,7 @@ mod tests {
             &[0, 1],
             tried,
             0,
+            &ClassPolicy::default(),
             &RoutingPolicy::default(),
             Instant::now(),
         )

@@ -3,6 +3,8 @@
 //! It outlives config reloads.
 
 use super::fleet::FleetCount;
+use super::hold::HoldQueue;
+use super::level::Level;
 use super::window::TokenWindow;
 use crate::governance::adaptive::RateMeter;
 use arc_swap::ArcSwapOption;
@@ -69,6 +71,18 @@ pub enum Skip {
     Predicted,
 }
 
+/// How a request's class reads saturation (see `routing::class`): today's latch and window
+/// at the pool's threshold, unless its class says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Gauge {
+    /// The class's own threshold on this deployment, replacing the pool's.
+    pub spill_at: Option<f64>,
+    /// Read utilization from the leaky-bucket model (`level`), which drains between
+    /// readings, instead of the reading's latch and the minute's window, which only say that
+    /// the deployment was busy. Classes that may be held read it: their wait is its drain.
+    pub bucket: bool,
+}
+
 impl Skip {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -116,6 +130,12 @@ pub struct DeploymentState {
     admitted: TokenWindow,
     /// The rest of the fleet's admitted tokens (see `routing::fleet`).
     pub fleet: FleetCount,
+    /// Utilization as a leaky bucket of the tokens sent and the readings received.
+    level: Level,
+    /// The configured capacity in tokens per minute (0: unknown), set by each config load.
+    capacity_tpm: AtomicU64,
+    /// Requests waiting for this deployment to have room.
+    pub hold: HoldQueue,
     /// News for the fleet not yet sent: the end of a cool-down or an ejection this instance
     /// imposed (in this state's milliseconds; 0: none), a fresh utilization reading.
     fleet_cooldown_ms: AtomicU64,
@@ -159,6 +179,9 @@ impl DeploymentState {
             rate: RateMeter::default(),
             admitted: TokenWindow::default(),
             fleet: FleetCount::default(),
+            level: Level::default(),
+            capacity_tpm: AtomicU64::new(0),
+            hold: HoldQueue::default(),
             fleet_cooldown_ms: AtomicU64::new(0),
             fleet_ejection_ms: AtomicU64::new(0),
             fleet_reading: AtomicBool::new(false),
@@ -182,6 +205,31 @@ impl DeploymentState {
         millis(now.saturating_duration_since(self.epoch))
     }
 
+    fn us(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// The capacity the current config gives this deployment, if any.
+    pub fn set_capacity(&self, capacity_tpm: Option<u64>) {
+        self.capacity_tpm.store(capacity_tpm.unwrap_or(0), Relaxed);
+    }
+
+    fn capacity(&self) -> Option<u64> {
+        Some(self.capacity_tpm.load(Relaxed)).filter(|c| *c > 0)
+    }
+
+    /// Utilization from the leaky-bucket model, in percent.
+    pub fn level_percent(&self, now: Instant) -> f64 {
+        self.level.percent(self.us(now))
+    }
+
+    /// How long until the leaky-bucket model falls below `percent` once `ahead` more
+    /// tokens went in.
+    pub fn level_time_to(&self, percent: f64, ahead: u64, now: Instant) -> Duration {
+        self.level
+            .time_to(self.us(now), percent, ahead, self.capacity())
+    }
+
     /// The second number used by the admitted-tokens window.
     fn second(&self, now: Instant) -> u64 {
         self.ms(now) / 1000
@@ -199,6 +247,11 @@ impl DeploymentState {
         let sec = self.second(now);
         self.admitted.add(sec, clamp_i64(tokens));
         self.fleet.add(clamp_i64(tokens));
+        self.level.add(
+            self.us(now),
+            clamp_i64(tokens),
+            self.capacity_tpm.load(Relaxed),
+        );
         Lease {
             inflight: self.enter(),
             sec,
@@ -258,7 +311,9 @@ impl DeploymentState {
         now: Instant,
     ) {
         self.record_utilization(percent, self.ms(now), spill_at, policy);
+        self.level.set(self.us(now), percent);
         self.fleet_reading.store(true, Relaxed);
+        self.hold.wake();
     }
 
     fn record_utilization(&self, percent: f64, at_ms: u64, spill_at: f64, policy: &RoutingPolicy) {
@@ -339,6 +394,15 @@ impl DeploymentState {
         now: Instant,
     ) {
         let at = self.ms(now);
+        // What the others sent since the last exchange fills the bucket as it fills Azure's.
+        let others = view
+            .recent
+            .saturating_sub(u64::try_from(news.unsynced).unwrap_or(0));
+        self.level.add(
+            self.us(now),
+            clamp_i64(others),
+            self.capacity_tpm.load(Relaxed),
+        );
         self.fleet.apply(
             view.admitted.saturating_sub(news.admitted),
             view.recent
@@ -367,7 +431,12 @@ impl DeploymentState {
             let reading_at = at.saturating_sub(age);
             let mine = self.utilization_at_ms.load(Relaxed);
             if mine == NONE || reading_at > mine {
-                self.record_utilization(f64::from(permille) / 10.0, reading_at, spill_at, policy);
+                let percent = f64::from(permille) / 10.0;
+                self.record_utilization(percent, reading_at, spill_at, policy);
+                self.level.set(
+                    self.us(now).saturating_sub(age.saturating_mul(1000)),
+                    percent,
+                );
             }
         }
     }
@@ -459,6 +528,26 @@ impl DeploymentState {
         policy: &RoutingPolicy,
         now: Instant,
     ) -> Option<Skip> {
+        self.skip_for(
+            max_inflight,
+            spill_at,
+            capacity_tpm,
+            Gauge::default(),
+            policy,
+            now,
+        )
+    }
+
+    /// [`skip`](Self::skip) as a request of a class that reads saturation through `gauge`.
+    pub fn skip_for(
+        &self,
+        max_inflight: Option<u32>,
+        spill_at: f64,
+        capacity_tpm: Option<u64>,
+        gauge: Gauge,
+        policy: &RoutingPolicy,
+        now: Instant,
+    ) -> Option<Skip> {
         if !self.is_healthy() {
             return Some(Skip::Unhealthy);
         }
@@ -471,8 +560,15 @@ impl DeploymentState {
         if max_inflight.is_some_and(|max| self.inflight.load(Relaxed) >= max) {
             return Some(Skip::Inflight);
         }
+        let spill_at = gauge.spill_at.unwrap_or(spill_at);
+        if gauge.bucket {
+            return (self.level_percent(now) >= spill_at).then_some(Skip::Predicted);
+        }
         match self.utilization(policy, now) {
-            Some(_) if self.saturated.load(Relaxed) => return Some(Skip::Utilization),
+            Some(u) if gauge.spill_at.is_some() && u >= spill_at => return Some(Skip::Utilization),
+            Some(_) if gauge.spill_at.is_none() && self.saturated.load(Relaxed) => {
+                return Some(Skip::Utilization)
+            }
             // A stale reading proves nothing; the latch waits for the next one.
             _ => {}
         }
@@ -496,6 +592,8 @@ impl DeploymentState {
             "cooldown_ms": self.cooldown_left(now).map_or(0, millis),
             "utilization_percent": self.utilization(policy, now),
             "saturated": self.saturated.load(Relaxed),
+            "modelled_utilization_percent": self.level_percent(now),
+            "held": self.hold.len(),
             "inflight": self.inflight.load(Relaxed),
             "admitted_tokens_last_minute": self.admitted_tokens(now),
             "fleet_admitted_tokens_last_minute": self.fleet_admitted_tokens(now),
@@ -512,6 +610,11 @@ impl DeploymentState {
         if self.admitted.amend(sec, delta) {
             self.fleet.add(delta);
         }
+        self.level.add(
+            self.us(Instant::now()),
+            delta,
+            self.capacity_tpm.load(Relaxed),
+        );
     }
 }
 
@@ -551,6 +654,8 @@ pub struct InflightGuard(Arc<DeploymentState>);
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Relaxed);
+        // A request waiting for an in-flight slot may take this one.
+        self.0.hold.wake();
     }
 }
 

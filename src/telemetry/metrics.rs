@@ -49,6 +49,17 @@ pub struct Metrics {
     pub healthy: IntGaugeVec,
     pub cooldown: prometheus::GaugeVec,
     pub admitted_tokens: IntGaugeVec,
+    /// Utilization from the leaky-bucket model the held classes read.
+    pub modelled_utilization: prometheus::GaugeVec,
+    /// Requests waiting for a saturated deployment now.
+    pub hold_queue: IntGaugeVec,
+    /// Held requests by class and how the hold ended: `served` by the first pool,
+    /// `spilled` when their time ran out, `gone` when the client left.
+    pub held: IntCounterVec,
+    pub hold_seconds: HistogramVec,
+    /// Requests that went past their saturated first pool, by class and reason
+    /// (`threshold`, `deadline`, `queue-full`, `class`).
+    pub spill_decisions: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -249,6 +260,37 @@ impl Default for Metrics {
                 "Estimated tokens sent in the last minute.",
                 dep,
             ),
+            modelled_utilization: fgauge(
+                &r,
+                "deployment_modelled_utilization_percent",
+                "Utilization from the leaky-bucket model of what was sent and reported.",
+                dep,
+            ),
+            hold_queue: gauge(
+                &r,
+                "hold_queue_depth",
+                "Requests held waiting for the deployment to have room.",
+                dep,
+            ),
+            held: counter(
+                &r,
+                "held_total",
+                "Requests held for their saturated first pool, by how the hold ended.",
+                &["class", "outcome"],
+            ),
+            hold_seconds: histogram(
+                &r,
+                "hold_seconds",
+                "How long requests were held.",
+                &["class", "outcome"],
+                vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0],
+            ),
+            spill_decisions: counter(
+                &r,
+                "spill_decisions_total",
+                "Requests that went past their saturated first pool, by why.",
+                &["class", "reason"],
+            ),
             registry: r,
         }
     }
@@ -263,6 +305,8 @@ impl Metrics {
         }
         self.utilization.reset();
         self.cooldown.reset();
+        self.modelled_utilization.reset();
+        self.hold_queue.reset();
         for (pool, d) in config.deployments() {
             let l = [pool.name.as_str(), d.name.as_str(), d.region.as_str()];
             let s = &d.state;
@@ -283,6 +327,12 @@ impl Metrics {
             self.admitted_tokens
                 .with_label_values(&l)
                 .set(s.admitted_tokens(now) as i64);
+            self.modelled_utilization
+                .with_label_values(&l)
+                .set(s.level_percent(now));
+            self.hold_queue
+                .with_label_values(&l)
+                .set(i64::try_from(s.hold.len()).unwrap_or(i64::MAX));
         }
     }
 
