@@ -50,6 +50,10 @@ impl Shared {
             AccessLog::off()
         });
         let metrics = Metrics::default();
+        // A provisioned deployment's hours are paid from the moment a config prices it.
+        metrics
+            .cost
+            .accrue_config(&config, tokio::time::Instant::now());
         let certs = config
             .listen
             .iter()
@@ -85,6 +89,10 @@ impl Shared {
     /// handshakes from now on (listeners themselves change only with an upgrade).
     pub fn swap_config(&self, config: Config) {
         self.install_certs(&config);
+        // The hours up to now at the old prices, from now on at the new.
+        self.metrics
+            .cost
+            .accrue_config(&config, tokio::time::Instant::now());
         self.config.store(Arc::new(config));
     }
 

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub healthy: IntGaugeVec,
     pub cooldown: prometheus::GaugeVec,
     pub admitted_tokens: IntGaugeVec,
+    /// What served requests cost, and the paid hours of provisioned deployments.
+    pub cost: super::cost::CostMetrics,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -249,6 +251,7 @@ impl Default for Metrics {
                 "Estimated tokens sent in the last minute.",
                 dep,
             ),
+            cost: super::cost::CostMetrics::new(&r),
             registry: r,
         }
     }
@@ -284,6 +287,7 @@ impl Metrics {
                 .with_label_values(&l)
                 .set(s.admitted_tokens(now) as i64);
         }
+        self.cost.accrue_config(config, now);
     }
 
     /// The text exposition of every metric.
