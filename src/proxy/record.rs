@@ -126,6 +126,10 @@ pub fn request_done(
             spillover.is_some(),
             ptu,
         );
+        a.deployment
+            .state
+            .cost
+            .add(cost, spillover.is_some(), tokio::time::Instant::now());
     }
     if let (Some(u), Some(_)) = (ctx.served.usage, served) {
         let l = [model, tenant, pool, deployment];
