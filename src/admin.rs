@@ -74,6 +74,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
         "models": shared.model_health().into_iter().map(|(name, ok)| (name, ok.into())).collect::<serde_json::Map<_, _>>(),
         "last_reload": *shared.last_reload.lock(),
         "pools": pools,
+        "cost": crate::telemetry::spend::status(&config.pools, now),
     })
 }
 

@@ -50,6 +50,10 @@ impl Shared {
             AccessLog::off()
         });
         let metrics = Metrics::default();
+        // A provisioned deployment's hours are paid from the moment a config prices it.
+        metrics
+            .cost
+            .accrue_config(&config, tokio::time::Instant::now());
         let certs = config
             .listen
             .iter()
@@ -89,6 +93,10 @@ impl Shared {
     pub fn swap_config(&self, config: Config) {
         self.install_certs(&config);
         config.install_capacities();
+        // The hours up to now at the old prices, from now on at the new.
+        self.metrics
+            .cost
+            .accrue_config(&config, tokio::time::Instant::now());
         self.config.store(Arc::new(config));
     }
 

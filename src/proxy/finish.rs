@@ -61,6 +61,7 @@ pub fn finish_response(ctx: &mut RequestCtx, now: Instant) {
                 prompt_tokens: prompt,
                 completion_tokens: summary.content_deltas,
                 total_tokens: prompt.saturating_add(summary.content_deltas),
+                cached_tokens: 0,
             });
             served.stream = Some(summary);
             Some(usage)
@@ -77,7 +78,7 @@ const MAX_PROMPT_TOKENS: u64 = 4_000_000;
 /// Usage as far as it can be true, so that no upstream number can wrap a sum, make a tenant
 /// wait for ages or inflate a metric: completion tokens are at most the output the request
 /// was admitted with (the limit sent upstream times its choices), prompt tokens at most
-/// [`MAX_PROMPT_TOKENS`], and the total is their sum.
+/// [`MAX_PROMPT_TOKENS`], and the total is their sum; cached tokens are a part of the prompt.
 fn believable(u: Usage, admitted_output: Option<u64>) -> Usage {
     let prompt_tokens = u.prompt_tokens.min(MAX_PROMPT_TOKENS);
     let completion_tokens = u
@@ -87,6 +88,7 @@ fn believable(u: Usage, admitted_output: Option<u64>) -> Usage {
         prompt_tokens,
         completion_tokens,
         total_tokens: prompt_tokens.saturating_add(completion_tokens),
+        cached_tokens: u.cached_tokens.min(prompt_tokens),
     }
 }
 
@@ -136,6 +138,7 @@ mod tests {
             prompt_tokens: p,
             completion_tokens: c,
             total_tokens: t,
+            cached_tokens: 0,
         }
     }
 
@@ -152,6 +155,12 @@ mod tests {
         );
         // A total that disagrees with its parts is recomputed.
         assert_eq!(believable(usage(5, 7, 0), Some(100)), usage(5, 7, 12));
+        let cached = |n| Usage {
+            cached_tokens: n,
+            ..usage(5, 7, 12)
+        };
+        assert_eq!(believable(cached(3), Some(100)), cached(3));
+        assert_eq!(believable(cached(u64::MAX), Some(100)), cached(5));
     }
 
     proptest::proptest! {
@@ -165,6 +174,7 @@ mod tests {
         ) {
             let u = believable(usage(p, c, t), admitted);
             proptest::prop_assert!(u.prompt_tokens <= p.min(MAX_PROMPT_TOKENS));
+            proptest::prop_assert!(u.cached_tokens <= u.prompt_tokens);
             proptest::prop_assert!(u.completion_tokens <= c);
             proptest::prop_assert!(u.completion_tokens <= admitted.unwrap_or(MAX_PROMPT_TOKENS));
             proptest::prop_assert!(u.total_tokens >= u.prompt_tokens.max(u.completion_tokens));

@@ -7,15 +7,35 @@
 //! `cap_reason`, `deployment`, `region`, `pool`, `spillover`, `spill_reason`, `held_ms`,
 //! `attempts[]` (`deployment`,
 //! `region`, `pool`, `status`, `outcome`, `ms`), `prompt_tokens`, `completion_tokens`,
-//! `total_tokens`, `usage_estimated`, `ttft_ms`, `tbt_mean_ms`, `tbt_p95_ms`, `finish_reason`,
-//! `stream_complete`, `duration_ms`, `overhead_ms`, `bytes_in`, `bytes_out`, `error`.
+//! `total_tokens`, `cached_tokens`, `usage_estimated`, `cost_usd`, `ttft_ms`, `tbt_mean_ms`,
+//! `tbt_p95_ms`, `finish_reason`, `stream_complete`, `duration_ms`, `overhead_ms`, `bytes_in`,
+//! `bytes_out`, `error`.
 
 use super::ctx::RequestCtx;
+use crate::routing::price::{Price, Tokens};
 use crate::shared::Shared;
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 
 fn ms(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// What the served attempt cost: its pool's price for the usage it reported. Nothing served,
+/// or no usage (an error answer), costs 0. A stream cut before its usage chunk is priced on
+/// the estimate it is counted with (the admission's prompt count and the deltas streamed;
+/// its line says `usage_estimated`), since Azure bills what it generated, not what arrived.
+fn cost_usd(ctx: &RequestCtx) -> f64 {
+    let (Some(a), Some(u)) = (ctx.current(), ctx.served.usage) else {
+        return 0.0;
+    };
+    let tokens = Tokens {
+        prompt: u.prompt_tokens,
+        cached: u.cached_tokens,
+        completion: u.completion_tokens,
+    };
+    ctx.config.pools[a.pool]
+        .price
+        .cost(tokens, a.deployment.capacity_tpm)
 }
 
 /// Records the request in metrics and writes its access log line.
@@ -97,6 +117,22 @@ pub fn request_done(
         _ => None,
     };
     record_hold(m, ctx);
+    let cost = cost_usd(ctx);
+    if let (Some(a), true) = (served, cost > 0.0) {
+        let class = ctx.tenant.as_ref().map_or("-", |t| t.class.as_str());
+        let ptu =
+            matches!(cfg.pools[a.pool].price, Price::PerHour(_)).then_some([pool, deployment]);
+        m.cost.served(
+            &[tenant, model, pool, class],
+            cost,
+            spillover.is_some(),
+            ptu,
+        );
+        a.deployment
+            .state
+            .cost
+            .add(cost, spillover.is_some(), tokio::time::Instant::now());
+    }
     if let (Some(u), Some(_)) = (ctx.served.usage, served) {
         let l = [model, tenant, pool, deployment];
         m.prompt_tokens
@@ -148,7 +184,10 @@ pub fn request_done(
         prompt_tokens: ctx.served.usage.map(|u| u.prompt_tokens),
         completion_tokens: ctx.served.usage.map(|u| u.completion_tokens),
         total_tokens: ctx.served.usage.map(|u| u.total_tokens),
+        cached_tokens: ctx.served.usage.map(|u| u.cached_tokens),
         usage_estimated: st.map(|s| s.usage_estimated),
+        // To the pico-dollar: six significant digits or more for any request of a few tokens.
+        cost_usd: (cost * 1e12).round() / 1e12,
         ttft_ms: st.and_then(|s| s.ttft).map(ms),
         tbt_mean_ms: st.and_then(|s| s.tbt_mean).map(ms),
         tbt_p95_ms: st.and_then(|s| s.tbt_p95).map(ms),
@@ -228,7 +267,9 @@ struct AccessLine<'a> {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     total_tokens: Option<u64>,
+    cached_tokens: Option<u64>,
     usage_estimated: Option<bool>,
+    cost_usd: f64,
     ttft_ms: Option<f64>,
     tbt_mean_ms: Option<f64>,
     tbt_p95_ms: Option<f64>,

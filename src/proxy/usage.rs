@@ -111,7 +111,8 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 5,
                 completion_tokens: 7,
-                total_tokens: 12
+                total_tokens: 12,
+                cached_tokens: 0,
             })
         );
         let mut u = JsonUsage::default();
@@ -127,6 +128,7 @@ mod tests {
             prompt_tokens: p,
             completion_tokens: c,
             total_tokens: p + c,
+            cached_tokens: 0,
         }
     }
 
@@ -139,6 +141,24 @@ mod tests {
         let pretty = b"{\n  \"id\": \"x\",\n  \"usage\" : {\"prompt_tokens\": 1, \"completion_tokens\": 2, \"total_tokens\": 3}\n}\n";
         assert_eq!(trailing_usage(pretty), Some(Some(usage(1, 2))));
         assert_eq!(trailing_usage(br#"{"id":"x","usage":null}"#), Some(None));
+    }
+
+    /// A gpt-4o-mini answer whose prompt hit the prompt cache, as Azure OpenAI sends it
+    /// (api-version 2024-10-21): the cached part of the prompt is read on the fast path too.
+    #[test]
+    fn cached_prompt_tokens_are_read() {
+        let azure = br#"{"choices":[{"content_filter_results":{"hate":{"filtered":false,"severity":"safe"},"self_harm":{"filtered":false,"severity":"safe"},"sexual":{"filtered":false,"severity":"safe"},"violence":{"filtered":false,"severity":"safe"}},"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":"Paris.","refusal":null,"role":"assistant"}}],"created":1733150000,"id":"chatcmpl-AaBbCc","model":"gpt-4o-mini-2024-07-18","object":"chat.completion","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"},"jailbreak":{"filtered":false,"detected":false},"self_harm":{"filtered":false,"severity":"safe"},"sexual":{"filtered":false,"severity":"safe"},"violence":{"filtered":false,"severity":"safe"}}}],"system_fingerprint":"fp_04751d0b65","usage":{"completion_tokens":3,"completion_tokens_details":{"accepted_prediction_tokens":0,"audio_tokens":0,"reasoning_tokens":0,"rejected_prediction_tokens":0},"prompt_tokens":1541,"prompt_tokens_details":{"audio_tokens":0,"cached_tokens":1408},"total_tokens":1544}}"#;
+        let want = Usage {
+            prompt_tokens: 1541,
+            completion_tokens: 3,
+            total_tokens: 1544,
+            cached_tokens: 1408,
+        };
+        assert_eq!(trailing_usage(azure), Some(Some(want)));
+        assert_eq!(parsed_usage(azure), Some(want));
+        let mut tap = JsonUsage::default();
+        tap.feed(&Bytes::copy_from_slice(azure));
+        assert_eq!(tap.finish(), Some(want));
     }
 
     /// Whenever the fast path answers, it agrees with parsing the whole answer; where it

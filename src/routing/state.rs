@@ -2,6 +2,7 @@
 //! send a request (health, cool-down, utilization, recent load), updated from every response.
 //! It outlives config reloads.
 
+use super::cost::CostMeter;
 use super::fleet::FleetCount;
 use super::hold::HoldQueue;
 use super::level::Level;
@@ -125,6 +126,8 @@ pub struct DeploymentState {
     pub(super) resolving: AtomicBool,
     /// Measured output rate, for the adaptive synchronous cap.
     pub rate: RateMeter,
+    /// What the requests it served cost over the last minute, for /status.
+    pub cost: CostMeter,
     /// Estimated tokens sent per second over the last minute, corrected by real usage
     /// (see [`Lease`]).
     admitted: TokenWindow,
@@ -177,6 +180,7 @@ impl DeploymentState {
             resolved: ArcSwapOption::empty(),
             resolving: AtomicBool::new(false),
             rate: RateMeter::default(),
+            cost: CostMeter::default(),
             admitted: TokenWindow::default(),
             fleet: FleetCount::default(),
             level: Level::default(),

@@ -24,6 +24,23 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// Of the prompt tokens, those served from the prompt cache, which cost less: Azure's
+    /// `prompt_tokens_details.cached_tokens`, 0 when absent.
+    #[serde(rename = "prompt_tokens_details", deserialize_with = "cached_tokens")]
+    pub cached_tokens: u64,
+}
+
+/// `prompt_tokens_details` down to its `cached_tokens`; `null` (or a missing member) is 0.
+/// A small view like the chunk's, so the other details are skipped without allocating.
+fn cached_tokens<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    struct Details {
+        #[serde(default)]
+        cached_tokens: Option<u64>,
+    }
+    Ok(Option::<Details>::deserialize(d)?
+        .and_then(|x| x.cached_tokens)
+        .unwrap_or(0))
 }
 
 /// What one stream measured, for the access log and metrics.

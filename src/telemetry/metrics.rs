@@ -60,6 +60,8 @@ pub struct Metrics {
     /// Requests that went past their saturated first pool, by class and reason
     /// (`threshold`, `deadline`, `queue-full`, `class`).
     pub spill_decisions: IntCounterVec,
+    /// What served requests cost, and the paid hours of provisioned deployments.
+    pub cost: super::cost::CostMetrics,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -291,6 +293,7 @@ impl Default for Metrics {
                 "Requests that went past their saturated first pool, by why.",
                 &["class", "reason"],
             ),
+            cost: super::cost::CostMetrics::new(&r),
             registry: r,
         }
     }
@@ -334,6 +337,7 @@ impl Metrics {
                 .with_label_values(&l)
                 .set(i64::try_from(s.hold.len()).unwrap_or(i64::MAX));
         }
+        self.cost.accrue_config(config, now);
     }
 
     /// The text exposition of every metric.

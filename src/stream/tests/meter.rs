@@ -92,12 +92,38 @@ fn usage_chunk_is_read() {
         Some(Usage {
             prompt_tokens: 12,
             completion_tokens: 40,
-            total_tokens: 52
+            total_tokens: 52,
+            cached_tokens: 0,
         })
     );
     assert!(!s.usage_estimated);
     assert_eq!(s.completion_tokens(), 40);
     assert!(!s.done_seen, "no [DONE] yet: the stream may have broken");
+}
+
+/// Azure's usage chunk for a prompt that hit the prompt cache (shape as sent by Azure OpenAI
+/// with `stream_options.include_usage`, api-version 2024-10-21).
+#[test]
+fn cached_prompt_tokens_are_read_from_the_usage_chunk() {
+    let t0 = Instant::now();
+    let mut m = StreamMeter::new();
+    let chunk = usage(40).replace(
+        r#""prompt_tokens":12,"prompt_tokens_details":{"cached_tokens":0}"#,
+        r#""prompt_tokens":2006,"prompt_tokens_details":{"audio_tokens":0,"cached_tokens":1920}"#,
+    );
+    m.on_event(chunk.as_bytes(), t0);
+    let u = m.summary(t0).usage.unwrap();
+    assert_eq!((u.prompt_tokens, u.cached_tokens), (2006, 1920));
+    for absent in [
+        r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":3,"prompt_tokens_details":null}}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":3,"prompt_tokens_details":{}}}"#,
+    ] {
+        let mut m = StreamMeter::new();
+        m.on_event(absent.as_bytes(), t0);
+        let u = m.summary(t0).usage.unwrap();
+        assert_eq!((u.prompt_tokens, u.cached_tokens), (3, 0), "{absent}");
+    }
 }
 
 #[test]
