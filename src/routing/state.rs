@@ -986,4 +986,40 @@ mod tests {
         s.adopt(&FleetNews::default(), &new, 90.0, &P, Instant::now());
         assert_eq!(s.back_in(Instant::now()), Some(Duration::from_secs(20)));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_model_takes_tokens_readings_and_the_fleets_share() {
+        let s = Arc::new(DeploymentState::new());
+        s.set_capacity(Some(60_000));
+        let now = Instant::now();
+        // 6,000 tokens of a 60,000 TPM deployment: 10%, drained in 6 s.
+        let lease = s.lease(6_000, now);
+        assert!((s.level_percent(now) - 10.0).abs() < 1e-6);
+        let held = Gauge {
+            spill_at: Some(5.0),
+            bucket: true,
+        };
+        assert_eq!(
+            s.skip_for(None, 90.0, Some(60_000), held, &P, now),
+            Some(Skip::Predicted)
+        );
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!((s.level_percent(Instant::now()) - 5.0).abs() < 1e-6);
+        // The usage says 600 tokens: the other 5,400 come back out.
+        lease.settle(Some(600));
+        assert_eq!(
+            s.skip_for(None, 90.0, Some(60_000), held, &P, Instant::now()),
+            None
+        );
+        // A reading is the truth; the others' tokens of the last exchange go in too.
+        s.on_utilization(40.0, 90.0, &P, Instant::now());
+        assert!((s.level_percent(Instant::now()) - 40.0).abs() < 1e-6);
+        let view = FleetView {
+            members: 2,
+            recent: 12_000,
+            ..FleetView::default()
+        };
+        s.adopt(&FleetNews::default(), &view, 90.0, &P, Instant::now());
+        assert!((s.level_percent(Instant::now()) - 60.0).abs() < 1e-6);
+    }
 }
