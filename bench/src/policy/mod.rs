@@ -1,5 +1,7 @@
 //! The policy-comparison harness (`policy-compare`, issue 15): the same seeded load through
 //! the real gateway once per spill policy, measured at the simulators and the client.
 
+pub mod client;
 pub mod config;
+pub mod gateway;
 pub mod load;
