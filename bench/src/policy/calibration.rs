@@ -25,7 +25,7 @@ pub fn write(w: &mut String, p: &Params, today: Option<&Summary>) {
     );
     let _ = writeln!(
         w,
-        "\nThe shape: every {p_s} s period has {lead} s at the base load ({base:.0}%) then a \
+        "\nThe shape: every {p_s} s period has {lead} s at the base load ({base:.1}%) then a \
          {b_s} s burst at {burst:.0}% of capacity, mean {mean:.0}%. The run starts in the base \
          phase, which warms the window. When the base phase is at least a minute long, the \
          window enters each burst holding only base load, so what spills is set by the shape \
@@ -45,10 +45,11 @@ pub fn write(w: &mut String, p: &Params, today: Option<&Summary>) {
                 w,
                 "The 60 s window reaches 90% {x:.0} s into each burst; for the remaining \
                  {rest:.0} s the PTU only takes what leaves the window (the base load's \
-                 {base:.0}% of a minute ago) and the rest, about {spill:.0}% of capacity, \
+                 {base:.1}% of a minute ago) and the rest, about {spill:.0}% of capacity, \
                  spills. Meanwhile the bucket, filling only at the excess over capacity, gets \
-                 to about {bucket:.0}% plus the requests in flight: it never reports 90%, so \
-                 the spills are all the prediction's. Holding (1 s interactive, 20 s batch) \
+                 to about {bucket:.0}% (it charges each request whole at admission, and every \
+                 request generates its whole max_tokens): it never reports 90%, so the spills \
+                 are all the prediction's (`reason=\"predicted\"` in the appendix). Holding (1 s interactive, 20 s batch) \
                  can put some of the spill back on the PTU at the end of a burst, when the \
                  burst's first seconds leave the window quickly; it cannot during the burst, \
                  where the window only frees at the base rate.",
