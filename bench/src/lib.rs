@@ -4,3 +4,4 @@
 pub mod fleet_model;
 pub mod fleet_port;
 pub mod floor;
+pub mod policy;
