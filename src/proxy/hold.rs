@@ -94,7 +94,7 @@ pub async fn hold_or_spill(
     loop {
         let now = Instant::now();
         let head = ticket.is_head();
-        let room = || {
+        let room = |now| {
             d.state
                 .skip_for(
                     d.max_inflight,
@@ -106,7 +106,7 @@ pub async fn hold_or_spill(
                 )
                 .is_none()
         };
-        if head && room() {
+        if head && room(now) {
             let choice = Choice {
                 pool: first,
                 deployment: d.clone(),
@@ -134,8 +134,9 @@ pub async fn hold_or_spill(
             _ = ticket.notified() => {}
             _ = &mut gone => return Held::Gone(joined.elapsed()),
         }
-        if Instant::now() >= deadline && !(ticket.is_head() && room()) {
-            return Held::Spill(SpillReason::Deadline, Some(joined.elapsed()));
+        let now = Instant::now();
+        if now >= deadline && !(ticket.is_head() && room(now)) {
+            return Held::Spill(SpillReason::Deadline, Some(now - joined));
         }
     }
 }

@@ -5,11 +5,10 @@
 //! Access log fields (stable; documented in the README): `ts`, `request_id`, `tenant`,
 //! `model`, `operation`, `stream`, `status`, `requested_max_tokens`, `max_tokens`,
 //! `cap_reason`, `deployment`, `region`, `pool`, `spillover`, `spill_reason`, `held_ms`,
-//! `attempts[]` (`deployment`,
-//! `region`, `pool`, `status`, `outcome`, `ms`), `prompt_tokens`, `completion_tokens`,
-//! `total_tokens`, `cached_tokens`, `usage_estimated`, `cost_usd`, `ttft_ms`, `tbt_mean_ms`,
-//! `tbt_p95_ms`, `finish_reason`, `stream_complete`, `duration_ms`, `overhead_ms`, `bytes_in`,
-//! `bytes_out`, `error`.
+//! `attempts[]` (`deployment`, `region`, `pool`, `status`, `outcome`, `ms`), `prompt_tokens`,
+//! `completion_tokens`, `total_tokens`, `cached_tokens`, `usage_estimated`, `cost_usd`,
+//! `ttft_ms`, `tbt_mean_ms`, `tbt_p95_ms`, `finish_reason`, `stream_complete`, `duration_ms`,
+//! `overhead_ms`, `bytes_in`, `bytes_out`, `error`.
 
 use super::ctx::RequestCtx;
 use crate::routing::price::{Price, Tokens};
