@@ -94,18 +94,7 @@ pub async fn hold_or_spill(
     loop {
         let now = Instant::now();
         let head = ticket.is_head();
-        let room = |now| {
-            d.state
-                .skip_for(
-                    d.max_inflight,
-                    pool.spill_at_utilization,
-                    d.capacity_tpm,
-                    g,
-                    &config.routing,
-                    now,
-                )
-                .is_none()
-        };
+        let room = |now| d.skip_in(pool, g, &config.routing, now).is_none();
         if head && room(now) {
             let choice = Choice {
                 pool: first,
@@ -155,19 +144,9 @@ fn leaves_for_class(ctx: &RequestCtx, first: usize, class: &ClassPolicy, now: In
         spill_at: None,
         ..gauge(pool, class)
     };
-    pool.deployments.iter().any(|d| {
-        !ctx.tried(d)
-            && d.state
-                .skip_for(
-                    d.max_inflight,
-                    pool.spill_at_utilization,
-                    d.capacity_tpm,
-                    at_pool,
-                    &ctx.config.routing,
-                    now,
-                )
-                .is_none()
-    })
+    pool.deployments
+        .iter()
+        .any(|d| !ctx.tried(d) && d.skip_in(pool, at_pool, &ctx.config.routing, now).is_none())
 }
 
 #[cfg(test)]

@@ -88,14 +88,7 @@ pub fn plan(
     let mut best: Option<(Duration, &Arc<Deployment>)> = None;
     for d in &pool.deployments {
         let s = &d.state;
-        let wait = match s.skip_for(
-            d.max_inflight,
-            pool.spill_at_utilization,
-            d.capacity_tpm,
-            gauge,
-            policy,
-            now,
-        ) {
+        let wait = match d.skip_in(pool, gauge, policy, now) {
             None => Some(Duration::ZERO),
             Some(Skip::Cooldown) => s.cooldown_left(now).map(|c| {
                 // Once the cool-down ends the bucket must have drained too.

@@ -95,14 +95,7 @@ pub fn choose(
             untried = true;
             // In-flight per weight, scaled to stay integral.
             let load = u64::from(d.state.inflight()) * 1000 / u64::from(d.weight);
-            match d.state.skip_for(
-                d.max_inflight,
-                pool.spill_at_utilization,
-                d.capacity_tpm,
-                gauge,
-                policy,
-                now,
-            ) {
+            match d.skip_in(pool, gauge, policy, now) {
                 None => {
                     if best.is_none_or(|(b, _)| load < b) {
                         best = Some((load, d));

@@ -3,7 +3,7 @@
 //! routing and the proxy read them.
 
 use super::price::Price;
-use super::state::DeploymentState;
+use super::state::{DeploymentState, Gauge, RoutingPolicy, Skip};
 use http::HeaderValue;
 use std::sync::Arc;
 
@@ -83,6 +83,27 @@ impl Endpoint {
             "{}://{}",
             if self.tls { "https" } else { "http" },
             self.authority
+        )
+    }
+}
+
+impl Deployment {
+    /// Why this deployment of `pool` should not take a request now, for a request that reads
+    /// saturation through `gauge`; `None` when it has room.
+    pub fn skip_in(
+        &self,
+        pool: &Pool,
+        gauge: Gauge,
+        policy: &RoutingPolicy,
+        now: tokio::time::Instant,
+    ) -> Option<Skip> {
+        self.state.skip_for(
+            self.max_inflight,
+            pool.spill_at_utilization,
+            self.capacity_tpm,
+            gauge,
+            policy,
+            now,
         )
     }
 }
