@@ -23,6 +23,7 @@
 
 mod cli;
 mod config;
+pub mod entra;
 mod faults;
 mod generate;
 mod handle;
@@ -41,8 +42,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-pub use cli::{run_cli, CliMode, SimArgs};
-pub use config::{SimConfig, SimMode};
+pub use cli::{run_cli, CliAuth, CliMode, SimArgs};
+pub use config::{SimAuth, SimConfig, SimMode};
+pub use entra::{EntraConfig, Issuer, Signing, TokenOutage, TokenStats, TokenVersion};
 pub use faults::Fault;
 pub use handle::SimHandle;
 pub use handler::OUTPUT_TOKENS_HEADER;
@@ -56,8 +58,12 @@ pub async fn spawn(cfg: SimConfig) -> io::Result<SimHandle> {
 /// Starts a simulator on `addr`. Must be called within a tokio runtime, which then runs it.
 pub async fn spawn_on(cfg: SimConfig, addr: SocketAddr) -> io::Result<SimHandle> {
     let cfg = cfg.validate()?;
+    let issuer = match &cfg.issuer {
+        Some(shared) => shared.clone(),
+        None => entra::Issuer::new(cfg.entra.clone())?,
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let shared = Arc::new(state::Shared::new(cfg, shutdown_rx));
+    let shared = Arc::new(state::Shared::new(cfg, issuer, shutdown_rx));
     let (server, accept_task, drained) = server::Server::start(shared, shutdown_tx, addr)?;
     Ok(SimHandle::new(server, accept_task, drained))
 }
