@@ -15,12 +15,14 @@
 //!
 //! Tokens are RS256 JWTs signed with committed test keys (`keys/`), for `https://cognitiveservices.azure.com`.
 
+mod client_credentials;
 mod config;
 pub(crate) mod endpoints;
 pub(crate) mod guard;
 mod issuer;
 mod jwt;
 mod keys;
+mod managed;
 
 pub use config::{EntraConfig, TokenOutage, AUDIENCE, SCOPE};
 pub use issuer::{Issuer, TokenStats, TokenVersion};

@@ -34,11 +34,11 @@ mod tests {
         other.rotate_key().unwrap();
         let mut h = HeaderMap::new();
         assert_eq!(authorize(&issuer, &h), Err(Reject::token_unauthorized()));
-        let (token, _) = issuer.issue(TokenVersion::V1).unwrap();
+        let token = issuer.issue(TokenVersion::V1).unwrap().token;
         h.insert("authorization", format!("Bearer {token}").parse().unwrap());
         assert!(authorize(&issuer, &h).is_ok());
         // Same tenant, but signed by a key this issuer never published.
-        let (foreign, _) = other.issue(TokenVersion::V1).unwrap();
+        let foreign = other.issue(TokenVersion::V1).unwrap().token;
         h.insert(
             "authorization",
             format!("Bearer {foreign}").parse().unwrap(),

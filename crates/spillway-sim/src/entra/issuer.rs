@@ -24,6 +24,20 @@ pub enum TokenVersion {
     V2,
 }
 
+/// A token the endpoints hand out.
+#[derive(Debug)]
+pub(crate) struct Issued {
+    pub token: String,
+    pub issued_at: i64,
+    pub expires_on: i64,
+}
+
+impl Issued {
+    pub fn expires_in(&self) -> i64 {
+        self.expires_on - self.issued_at
+    }
+}
+
 /// Token service counters since the issuer was made.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TokenStats {
@@ -265,11 +279,16 @@ impl Issuer {
         Ok(format!("{input}.{}", b64url(&sig)))
     }
 
-    /// A valid token: its text and expiry (Unix seconds).
-    pub(crate) fn issue(&self, version: TokenVersion) -> io::Result<(String, i64)> {
+    /// A valid token, with its `iat` and `exp` (Unix seconds) read from the claims, so the
+    /// answer's `expires_in` cannot disagree with the token across a second boundary.
+    pub(crate) fn issue(&self, version: TokenVersion) -> io::Result<Issued> {
         let claims = self.claims(version);
-        let exp = claims["exp"].as_i64().unwrap_or_default();
-        Ok((self.mint(&claims, Signing::Current)?, exp))
+        let time = |name: &str| claims[name].as_i64().unwrap_or_default();
+        Ok(Issued {
+            issued_at: time("iat"),
+            expires_on: time("exp"),
+            token: self.mint(&claims, Signing::Current)?,
+        })
     }
 
     /// What a simulated deployment checks: RS256 by a published key, this tenant's issuer (v1 or
@@ -325,13 +344,16 @@ mod tests {
     fn issued_tokens_verify_until_they_expire() {
         let issuer = issuer();
         issuer.set_token_lifetime(Duration::from_secs(60));
-        let (token, exp) = issuer.issue(TokenVersion::V1).unwrap();
+        let issued = issuer.issue(TokenVersion::V1).unwrap();
+        assert_eq!(issued.expires_in(), 60);
+        let token = issued.token;
         let claims = issuer.verify(&token).unwrap();
-        assert_eq!(claims["exp"], exp);
+        assert_eq!(claims["exp"], issued.expires_on);
         assert_eq!(claims["appid"], issuer.config().client_id);
-        issuer.advance_clock(Duration::from_secs(59));
+        // 58 and 2, not 59 and 1: the system clock may tick a second meanwhile.
+        issuer.advance_clock(Duration::from_secs(58));
         assert!(issuer.verify(&token).is_ok());
-        issuer.advance_clock(Duration::from_secs(1));
+        issuer.advance_clock(Duration::from_secs(2));
         assert_eq!(issuer.verify(&token), Err(TokenError::Expired));
     }
 
