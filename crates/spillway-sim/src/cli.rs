@@ -4,7 +4,8 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::config::{SimConfig, SimMode};
+use super::config::{SimAuth, SimConfig, SimMode};
+use super::entra::EntraConfig;
 
 /// Throttling mode on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -12,6 +13,15 @@ pub enum CliMode {
     Unlimited,
     Provisioned,
     Standard,
+}
+
+/// Credentials the deployment takes on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CliAuth {
+    /// `--api-key` (if given), as `api-key` or Bearer.
+    Key,
+    /// Only Bearer tokens from the simulator's own token service.
+    Entra,
 }
 
 /// Flags of the simulator command.
@@ -32,6 +42,12 @@ pub struct SimArgs {
     /// Require this key (`api-key` or `Authorization: Bearer`).
     #[arg(long)]
     pub api_key: Option<String>,
+    /// Credentials the deployment takes; `entra` serves the token endpoints' tokens only.
+    #[arg(long, value_enum, default_value_t = CliAuth::Key)]
+    pub auth: CliAuth,
+    /// Lifetime (`expires_in`) of the tokens the token service issues, in seconds.
+    #[arg(long, default_value_t = 3599)]
+    pub token_lifetime_secs: u64,
     /// Region reported in `x-ms-region`.
     #[arg(long, default_value = "eastus")]
     pub region: String,
@@ -76,6 +92,15 @@ impl SimArgs {
             region: self.region.clone(),
             deployment: self.deployment.clone(),
             api_key: self.api_key.clone(),
+            auth: match self.auth {
+                CliAuth::Key => SimAuth::Key,
+                CliAuth::Entra => SimAuth::Entra,
+            },
+            entra: EntraConfig {
+                token_lifetime: Duration::from_secs(self.token_lifetime_secs),
+                ..EntraConfig::default()
+            },
+            issuer: None,
             mode,
             ttft: Duration::from_millis(self.ttft_ms),
             tbt: Duration::from_millis(self.tbt_ms),
@@ -141,6 +166,16 @@ mod tests {
         assert_eq!(cfg.sync_timeout, Some(Duration::from_millis(100)));
         assert_eq!(cfg.api_key.as_deref(), Some("k"));
         assert_eq!(cli.sim.listen.port(), 8001);
+        assert_eq!(cfg.auth, SimAuth::Key);
+    }
+
+    #[test]
+    fn entra_flags() {
+        let cli =
+            Cli::try_parse_from(["sim", "--auth", "entra", "--token-lifetime-secs", "5"]).unwrap();
+        let cfg = cli.sim.to_config().unwrap();
+        assert_eq!(cfg.auth, SimAuth::Entra);
+        assert_eq!(cfg.entra.token_lifetime, Duration::from_secs(5));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use std::io;
 use std::time::Duration;
 
+use crate::entra::{EntraConfig, Issuer};
+
 /// Everything a simulated deployment needs to know before it starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
@@ -13,7 +15,15 @@ pub struct SimConfig {
     /// The one deployment name this simulated resource serves, e.g. "gpt-4o-mini".
     pub deployment: String,
     /// When set, requests must carry `api-key: K` or `Authorization: Bearer K`, else 401.
+    /// Only for `auth: SimAuth::Key`.
     pub api_key: Option<String>,
+    /// Which credentials the deployment takes.
+    pub auth: SimAuth,
+    /// The simulated Entra ID tenant this simulator's token service issues for.
+    pub entra: EntraConfig,
+    /// An issuer shared with other simulators (one tenant in front of several deployments);
+    /// `None` makes a private one from `entra`, which `entra` is then ignored in favour of.
+    pub issuer: Option<Issuer>,
     /// How the deployment throttles.
     pub mode: SimMode,
     /// Time to first token.
@@ -39,6 +49,9 @@ impl Default for SimConfig {
             region: "eastus".to_string(),
             deployment: "gpt-4o-mini".to_string(),
             api_key: None,
+            auth: SimAuth::Key,
+            entra: EntraConfig::default(),
+            issuer: None,
             mode: SimMode::Unlimited,
             ttft: Duration::from_millis(50),
             tbt: Duration::from_millis(10),
@@ -60,6 +73,12 @@ impl SimConfig {
                 self.name, self.deployment
             )));
         }
+        if self.auth == SimAuth::Entra && self.api_key.is_some() {
+            return Err(invalid(format!(
+                "sim {}: api_key has no use with auth: entra (keys are refused there)",
+                self.name
+            )));
+        }
         match self.mode {
             SimMode::Provisioned {
                 tokens_per_minute: 0,
@@ -73,6 +92,18 @@ impl SimConfig {
             _ => Ok(self),
         }
     }
+}
+
+/// Which credentials a simulated deployment takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimAuth {
+    /// `api_key` (when set) as `api-key` or as a Bearer token: the simulator's original behaviour.
+    #[default]
+    Key,
+    /// Only `Authorization: Bearer` tokens from this simulator's issuer, unexpired, for
+    /// `https://cognitiveservices.azure.com`; else 401. Any `api-key` header gets 403
+    /// `AuthenticationTypeDisabled`, as with Azure's `disableLocalAuth`.
+    Entra,
 }
 
 /// How a simulated deployment throttles.
@@ -114,6 +145,16 @@ mod tests {
         };
         assert!(cfg.validate().is_err());
         assert!(SimConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn entra_with_a_key_is_rejected() {
+        let cfg = SimConfig {
+            auth: SimAuth::Entra,
+            api_key: Some("k".into()),
+            ..SimConfig::default()
+        };
+        assert!(cfg.validate().is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::entra::Issuer;
 use super::faults::Fault;
 use super::record::{RecordedRequest, SimStats};
 use super::server::Server;
@@ -82,6 +83,12 @@ impl SimHandle {
     /// Every request received (also rejected ones), in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.inner.server.shared.recorder.requests()
+    }
+
+    /// The simulated Entra ID tenant: rotate keys, mint tokens, take the token service down,
+    /// read its counters.
+    pub fn issuer(&self) -> &Issuer {
+        &self.inner.server.shared.issuer
     }
 
     pub fn stats(&self) -> SimStats {

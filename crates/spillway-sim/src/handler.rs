@@ -11,6 +11,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::config::SimAuth;
+use super::entra::endpoints::{self, Answer};
+use super::entra::guard;
 use super::faults::Action;
 use super::generate::{completion_id, embeddings_body, request_id, unix_now, Reply};
 use super::limits::Ticket;
@@ -30,6 +33,8 @@ pub(crate) enum Abort {
     Refused,
     #[error("hung request released by shutdown (Fault::Hang)")]
     Hung,
+    #[error("token service dropping connections (TokenOutage::Drop)")]
+    TokenOutage,
     #[error("reading the request body: {0}")]
     Read(#[from] hyper::Error),
 }
@@ -47,6 +52,12 @@ pub(crate) async fn handle(
     let body = body.collect().await?.to_bytes();
     if parts.uri.path().starts_with("/_sim/") {
         return Ok(control(&shared, &parts));
+    }
+    // The token service has its own outage switch; deployment faults and records are not its.
+    match endpoints::serve(&shared.issuer, &parts, &body) {
+        None => {}
+        Some(Answer::Json(status, v)) => return Ok(plain_json(status, &v)),
+        Some(Answer::Drop) => return Err(Abort::TokenOutage),
     }
     let action = shared.faults.next_action();
     if action == Action::Refuse {
@@ -124,7 +135,10 @@ async fn serve(
 ) -> Result<Response<SimBody>, Reject> {
     let cfg = &shared.cfg;
     let route = Route::parse(&parts.method, parts.uri.path(), parts.uri.query())?;
-    authorize(cfg.api_key.as_deref(), &parts.headers)?;
+    match cfg.auth {
+        SimAuth::Key => authorize(cfg.api_key.as_deref(), &parts.headers)?,
+        SimAuth::Entra => guard::authorize(&shared.issuer, &parts.headers)?,
+    }
     if route
         .deployment
         .as_ref()
@@ -265,6 +279,18 @@ fn json_response(shared: &Shared, status: StatusCode, body: Bytes) -> Response<S
     response
 }
 
+/// A token service answer: none of the deployment's headers, which Entra would not send.
+fn plain_json(status: StatusCode, body: &serde_json::Value) -> Response<SimBody> {
+    let mut response = Response::new(SimBody::full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    insert(
+        response.headers_mut(),
+        "content-type",
+        "application/json; charset=utf-8",
+    );
+    response
+}
+
 /// What Azure puts on every answer, plus `x-sim-name` so tests can tell simulators apart.
 fn add_common_headers(shared: &Shared, headers: &mut HeaderMap) {
     let id = request_id();
@@ -288,8 +314,13 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-/// `GET /_sim/stats`: counters and utilization, for demo and load scripts. Not recorded or counted.
+/// `GET /_sim/stats`: counters and utilization, for demo and load scripts; `/_sim/entra/...`: the
+/// token service's (see `entra::endpoints::control`). Not recorded or counted.
 fn control(shared: &Shared, parts: &http::request::Parts) -> Response<SimBody> {
+    let entra = endpoints::control(&shared.issuer, &parts.method, parts.uri.path());
+    if let Some(Answer::Json(status, v)) = entra {
+        return plain_json(status, &v);
+    }
     if parts.method != http::Method::GET || parts.uri.path() != "/_sim/stats" {
         return json_response(shared, StatusCode::NOT_FOUND, Reject::not_found().body());
     }

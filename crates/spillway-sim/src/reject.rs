@@ -56,6 +56,25 @@ impl Reject {
         )
     }
 
+    /// 401 of an `auth: entra` deployment for a missing, invalid, foreign or expired Bearer token.
+    pub fn token_unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "401",
+            "Unauthorized. Access token is missing, invalid, audience is incorrect \
+             (https://cognitiveservices.azure.com), or have expired.",
+        )
+    }
+
+    /// 403 of an `auth: entra` deployment (Azure's `disableLocalAuth`) for any `api-key` header.
+    pub fn key_auth_disabled() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "AuthenticationTypeDisabled",
+            "Key based authentication is disabled for this resource.",
+        )
+    }
+
     /// 400 for a body that is not what the operation expects.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::config::SimConfig;
+use super::entra::Issuer;
 use super::faults::Faults;
 use super::limits::Limiter;
 use super::record::Recorder;
@@ -22,6 +23,8 @@ pub(crate) struct Shared {
     pub limiter: Limiter,
     pub faults: Faults,
     pub recorder: Arc<Recorder>,
+    /// The token service, and what `auth: entra` checks Bearer tokens against.
+    pub issuer: Issuer,
     /// Becomes true when the simulator shuts down; hung requests wait on it.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -31,7 +34,7 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl Shared {
-    pub fn new(cfg: SimConfig, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(cfg: SimConfig, issuer: Issuer, shutdown: watch::Receiver<bool>) -> Self {
         Self {
             ttft_ns: AtomicU64::new(nanos(cfg.ttft)),
             tbt_ns: AtomicU64::new(nanos(cfg.tbt)),
@@ -39,6 +42,7 @@ impl Shared {
             limiter: Limiter::new(cfg.mode, Instant::now()),
             faults: Faults::default(),
             recorder: Arc::new(Recorder::new(cfg.record_limit)),
+            issuer,
             shutdown,
             cfg,
         }
