@@ -22,7 +22,7 @@ pub(super) fn token(issuer: &Issuer, body: &[u8]) -> Result<Value, Answer> {
     let fields = form(body);
     let field = |name: &str| super::endpoints::param(&fields, name);
     let bad = StatusCode::BAD_REQUEST;
-    if field("grant_type").as_deref() != Some("client_credentials") {
+    if field("grant_type") != Some("client_credentials") {
         return Err(aad_error(
             bad,
             "unsupported_grant_type",
@@ -38,7 +38,7 @@ pub(super) fn token(issuer: &Issuer, body: &[u8]) -> Result<Value, Answer> {
         );
         return Err(aad_error(bad, "unauthorized_client", 700016, &message));
     }
-    check_scope(&field("scope").unwrap_or_default())?;
+    check_scope(field("scope").unwrap_or_default())?;
     let credential = credential(
         cfg,
         field("client_assertion_type"),
@@ -82,9 +82,9 @@ fn check_scope(scope: &str) -> Result<(), Answer> {
 /// An assertion wins over a secret when both are sent, as only one may be.
 fn credential(
     cfg: &EntraConfig,
-    assertion_type: Option<String>,
-    assertion: Option<String>,
-    secret: Option<String>,
+    assertion_type: Option<&str>,
+    assertion: Option<&str>,
+    secret: Option<&str>,
 ) -> Result<Credential, Answer> {
     let unauthorized = StatusCode::UNAUTHORIZED;
     match (assertion_type, assertion, secret) {

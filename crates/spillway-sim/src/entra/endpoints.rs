@@ -110,11 +110,11 @@ pub(super) fn aad_error(status: StatusCode, error: &str, code: u32, message: &st
     )
 }
 
-pub(super) fn param(pairs: &[(String, String)], name: &str) -> Option<String> {
+pub(super) fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone())
+        .map(|(_, v)| v.as_str())
 }
 
 pub(super) fn form(bytes: &[u8]) -> Vec<(String, String)> {

@@ -259,19 +259,19 @@ impl Issuer {
     /// unpublished key.
     pub fn mint(&self, claims: &Value, signing: Signing) -> io::Result<String> {
         let current = self.current_kid();
-        let (alg, kid, key) = match &signing {
+        let (kid, key) = match &signing {
             Signing::AlgNone => {
                 let header = json!({"typ": "JWT", "alg": "none"});
                 return Ok(format!("{}.", signing_input(&header, claims)));
             }
-            Signing::Current | Signing::BadSignature => ("RS256", current, self.key(None)),
-            Signing::UnknownKid => ("RS256", "sim-key-unknown".into(), self.key(None)),
-            Signing::Kid(kid) => ("RS256", kid.clone(), self.key(Some(kid))),
+            Signing::Current | Signing::BadSignature => (current, self.key(None)),
+            Signing::UnknownKid => ("sim-key-unknown".into(), self.key(None)),
+            Signing::Kid(kid) => (kid.clone(), self.key(Some(kid))),
         };
         let key = key.ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("no published key {kid:?}"))
         })?;
-        let input = signing_input(&json!({"typ": "JWT", "alg": alg, "kid": kid}), claims);
+        let input = signing_input(&json!({"typ": "JWT", "alg": "RS256", "kid": kid}), claims);
         let mut sig = key.sign(&self.inner.rng, input.as_bytes())?;
         if signing == Signing::BadSignature {
             sig[0] ^= 0x01;
