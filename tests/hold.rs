@@ -181,7 +181,20 @@ async fn a_client_that_leaves_while_held_leaves_no_trace() {
 
 #[tokio::test]
 async fn a_full_queue_spills() {
-    let r = regions(|c| holding(c).set("pools.ptu.hold_queue", 1)).await;
+    // The gateway models a PTU of 4,000 TPM (the simulator takes 6,000), so the long request
+    // is 147% of it and the bucket needs ~34 s to drain to 90%: well within the 120 s
+    // allowance, so the first request is surely held, and far longer than a slow machine
+    // takes to look. With 98% it drained in 4.8 s, which a loaded CI machine once missed.
+    let r = regions(|c| {
+        holding(c)
+            .set("pools.ptu.hold_queue", 1)
+            .set("classes.standard.max_hold_ms", 120_000)
+            .set(
+                "pools.ptu.deployments.eastus-ptu.capacity_tokens_per_minute",
+                4_000,
+            )
+    })
+    .await;
     let _long = r.occupy(5_880, Duration::from_secs(60)).await;
     let url = r.gw.url(&chat_path("gpt-4o-mini"));
     let first =
