@@ -15,6 +15,7 @@
 //!
 //! Tokens are RS256 JWTs signed with committed test keys (`keys/`), for `https://cognitiveservices.azure.com`.
 
+mod accepted;
 mod client_credentials;
 mod config;
 pub(crate) mod endpoints;

@@ -15,7 +15,7 @@ pub(crate) fn authorize(issuer: &Issuer, headers: &HeaderMap) -> Result<(), Reje
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(Reject::token_unauthorized)?;
-    issuer.verify(token).map(drop).map_err(|e| {
+    issuer.accepts(token).map_err(|e| {
         log::debug!("sim: bearer token rejected: {e}");
         Reject::token_unauthorized()
     })
@@ -49,5 +49,24 @@ mod tests {
             authorize(&issuer, &h).unwrap_err().status,
             StatusCode::FORBIDDEN
         );
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_loses_a_retired_key() {
+        let issuer = Issuer::new(EntraConfig::default()).unwrap();
+        let mut h = HeaderMap::new();
+        let token = issuer.issue(TokenVersion::V1).unwrap().token;
+        h.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        assert!(authorize(&issuer, &h).is_ok());
+        assert!(authorize(&issuer, &h).is_ok(), "remembered");
+        issuer.rotate_key().unwrap();
+        assert!(authorize(&issuer, &h).is_ok(), "its key is still published");
+        issuer.retire_old_keys();
+        assert_eq!(authorize(&issuer, &h), Err(Reject::token_unauthorized()));
+        let fresh = issuer.issue(TokenVersion::V1).unwrap().token;
+        h.insert("authorization", format!("Bearer {fresh}").parse().unwrap());
+        assert!(authorize(&issuer, &h).is_ok());
+        issuer.advance_clock(std::time::Duration::from_secs(7200));
+        assert_eq!(authorize(&issuer, &h), Err(Reject::token_unauthorized()));
     }
 }

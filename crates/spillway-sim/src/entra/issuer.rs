@@ -10,6 +10,7 @@ use ring::rand::SystemRandom;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::accepted::Accepted;
 use super::config::{EntraConfig, TokenOutage, AUDIENCE};
 use super::jwt::{b64url, parse, signing_input, Signing, TokenError};
 use super::keys::SigningKey;
@@ -74,6 +75,7 @@ struct Inner {
     lifetime_s: AtomicU64,
     outage: Mutex<TokenOutage>,
     stats: Mutex<TokenStats>,
+    accepted: Accepted,
 }
 
 #[derive(Debug)]
@@ -120,6 +122,7 @@ impl Issuer {
                 clock_offset_s: AtomicI64::new(0),
                 outage: Mutex::default(),
                 stats: Mutex::default(),
+                accepted: Accepted::default(),
             }),
         })
     }
@@ -289,6 +292,31 @@ impl Issuer {
             expires_on: time("exp"),
             token: self.mint(&claims, Signing::Current)?,
         })
+    }
+
+    /// [`Issuer::verify`] as a deployment runs it: a token verified before is taken again
+    /// without its signature check while it is unexpired and its key is still published.
+    pub fn accepts(&self, token: &str) -> Result<(), TokenError> {
+        let now = self.now();
+        let published = |kid: &str| {
+            lock(&self.inner.keys)
+                .published
+                .iter()
+                .any(|k| k.kid == kid)
+        };
+        if self.inner.accepted.check(token, now, published) {
+            return Ok(());
+        }
+        let claims = self.verify(token)?;
+        let kid = parse(token)?
+            .header
+            .get("kid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
+        self.inner.accepted.insert(token, kid, exp);
+        Ok(())
     }
 
     /// What a simulated deployment checks: RS256 by a published key, this tenant's issuer (v1 or
