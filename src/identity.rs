@@ -1,0 +1,3 @@
+//! Microsoft Entra ID: the tokens Spillway gets for its upstreams and the tokens tenants present.
+
+pub mod http;
