@@ -54,15 +54,14 @@ struct State {
     reported_usable: Option<bool>,
 }
 
-/// How an attempt changed the credential's readiness: one log line per change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How an attempt changed the credential's readiness: one log line per change (the reason is
+/// in [`Credential::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refreshed {
     Unchanged,
     BecameUsable,
-    /// Also the answer to a first attempt that failed. `reason` is the error (or expiry).
-    BecameUnusable {
-        reason: String,
-    },
+    /// Also the answer to a first attempt that failed.
+    BecameUnusable,
 }
 
 /// For `/status` and metrics. No token, no secret.
@@ -72,8 +71,11 @@ pub struct CredentialStatus {
     pub usable: bool,
     /// Why not usable: the last error, or "no token yet" / "token expired".
     pub reason: Option<String>,
+    /// The last attempt's error, also while the cached token still serves: the warning
+    /// before an outage reaches requests. `None` after a success.
+    pub last_error: Option<String>,
     /// Seconds until the current token expires (0 once it has), `None` without one.
-    pub expires_in_s: Option<u64>,
+    pub expires_in_seconds: Option<u64>,
     /// Tokens obtained.
     pub refreshes: u64,
     /// Attempts that failed.
@@ -197,12 +199,10 @@ impl Credential {
             }
         }
         let usable = self.authorization(now).is_some();
-        let reason = (!usable).then(|| self.reason(&state));
-        let before = state.reported_usable.replace(usable);
-        match (before, reason) {
-            (Some(was), _) if was == usable => Refreshed::Unchanged,
-            (_, None) => Refreshed::BecameUsable,
-            (_, Some(reason)) => Refreshed::BecameUnusable { reason },
+        match state.reported_usable.replace(usable) {
+            Some(was) if was == usable => Refreshed::Unchanged,
+            _ if usable => Refreshed::BecameUsable,
+            _ => Refreshed::BecameUnusable,
         }
     }
 
@@ -214,7 +214,8 @@ impl Credential {
             label: self.label.clone(),
             usable,
             reason: (!usable).then(|| self.reason(&state)),
-            expires_in_s: expires_at.map(|at| at.saturating_duration_since(now).as_secs()),
+            last_error: state.last_error.clone(),
+            expires_in_seconds: expires_at.map(|at| at.saturating_duration_since(now).as_secs()),
             refreshes: state.refreshes,
             failures: state.failures,
         }
