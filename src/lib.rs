@@ -14,6 +14,7 @@ pub mod app;
 pub mod config;
 pub mod edge;
 pub mod governance;
+pub mod identity;
 pub mod ops;
 pub mod proxy;
 pub mod routing;

@@ -1,0 +1,7 @@
+//! Microsoft Entra ID: the tokens Spillway gets for its upstreams and the tokens tenants present.
+
+pub mod credential;
+pub mod http;
+pub mod source;
+
+mod answer;
