@@ -2,6 +2,10 @@
 
 pub mod credential;
 pub mod http;
+pub mod jwks;
+pub mod jwt;
 pub mod source;
 
 mod answer;
+#[cfg(test)]
+mod testing;
