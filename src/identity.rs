@@ -5,6 +5,7 @@ pub mod http;
 pub mod jwks;
 pub mod jwt;
 pub mod source;
+pub mod verified;
 
 mod answer;
 #[cfg(test)]

@@ -200,4 +200,6 @@ fn seconds(value: Option<&Value>) -> Option<u64> {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
