@@ -159,3 +159,108 @@ async fn an_absurd_usage_leaves_the_tenant_a_bounded_wait() {
     let admitted = st["admitted_tokens_last_minute"].as_u64().unwrap();
     assert!(admitted < 10_000_000, "{st}");
 }
+
+/// An upstream that answers the first request on each connection, keeps it open, and closes
+/// it without a word when the next request arrives: what a pooled connection the upstream
+/// dropped while it idled looks like. Returns its address and how many connections it took.
+async fn closes_reused_connections() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                // Reads one request (head and a Content-Length body), answers it.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = conn.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(head_end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= head_end + 4 + length {
+                        break;
+                    }
+                }
+                let body = r#"{"id":"c","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+                // The next request on this connection finds it closed.
+                let _ = conn.read(&mut chunk).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_replayed_without_spending_the_retry_budget() {
+    let (addr, connections) = closes_reused_connections().await;
+    let conf = Conf::new()
+        .set(
+            "pools",
+            serde_yaml::from_str::<serde_yaml::Value>(&format!(
+                "[{{name: std, kind: standard, deployments: [{{name: only, endpoint: 'http://{addr}', deployment: gpt-4o-mini, api_key: k}}]}}]"
+            ))
+            .unwrap(),
+        )
+        .model("gpt-4o-mini", &["std"])
+        .set("health.interval_ms", 0)
+        // No retry budget at all: a stale connection must not need one.
+        .set("retry.budget_percent", 0.0)
+        .set("retry.budget_min_per_second", 0);
+    let gw = Gateway::start(&conf).await;
+    for i in 0..4 {
+        let a = post_json(
+            &gw.url(&chat_path("gpt-4o-mini")),
+            TENANT_KEY,
+            chat_body(""),
+        )
+        .await;
+        assert_eq!(a.status, 200, "request {i}: {}", a.text());
+    }
+    assert!(
+        connections.load(std::sync::atomic::Ordering::SeqCst) >= 4,
+        "each request after the first met a closed pooled connection and went again"
+    );
+    // Each request is counted once its log phase has run, which may follow its answer.
+    wait_until(
+        "three stale replays counted",
+        Duration::from_secs(10),
+        async || metric(&gw, "spillway_retries_total", "stale-connection").await >= 3.0,
+    )
+    .await;
+    let text = call("GET", &gw.admin_url("/metrics"), &[], "").await.text();
+    let others: Vec<_> = text
+        .lines()
+        .filter(|l| l.starts_with("spillway_retries_total{") && !l.contains("stale-connection"))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "only stale connections were replayed: {others:?}"
+    );
+}

@@ -27,7 +27,9 @@ impl std::error::Error for Replay {}
 /// The deployment found is kept for the next `upstream_peer`.
 pub fn may_replay(shared: &Shared, ctx: &mut RequestCtx, now: Instant) -> bool {
     let config = ctx.config.clone();
-    if ctx.upstream.attempts.len() as u32 >= config.retry.max_attempts {
+    // A stale pooled connection is no attempt at the deployment (see `replay_stale`).
+    let attempts = ctx.upstream.attempts.iter().filter(|a| a.counts_as_tried());
+    if attempts.count() as u32 >= config.retry.max_attempts {
         return false;
     }
     let Some(model) = ctx.model() else {
@@ -43,6 +45,33 @@ pub fn may_replay(shared: &Shared, ctx: &mut RequestCtx, now: Instant) -> bool {
     {
         return false;
     }
+    ctx.upstream.next = Some(choice);
+    true
+}
+
+/// Stale pooled connections one request may meet before it gives up on replaying them: the
+/// pool can hold several connections the upstream closed while they idled.
+const MAX_STALE_REPLAYS: usize = 2;
+
+/// After a pooled connection broke before any answer (the upstream had closed it while
+/// idle): the request never reached the deployment, so it goes again, to the same deployment
+/// or another, as Pingora itself retries such errors (`RetryType::ReusedOnly`). Neither the
+/// retry budget nor `retry.max_attempts` pays for it: nothing was retried.
+fn replay_stale(ctx: &mut RequestCtx, spin: u32, now: Instant) -> bool {
+    let stale = ctx
+        .upstream
+        .attempts
+        .iter()
+        .filter(|a| !a.counts_as_tried());
+    if stale.count() > MAX_STALE_REPLAYS {
+        return false;
+    }
+    let Some(model) = ctx.model() else {
+        return false;
+    };
+    let Ok(choice) = super::upstream::choose_next(ctx, model, spin, now) else {
+        return false;
+    };
     ctx.upstream.next = Some(choice);
     true
 }
@@ -111,10 +140,12 @@ pub fn after_error(
         a.client_gone();
         return false;
     }
+    // A write can meet the upstream's close first ("Broken pipe while writing body"): as
+    // stale as a read that finds it.
     let stale = client_reused
         && matches!(
             e.etype(),
-            ErrorType::ConnectionClosed | ErrorType::ReadError
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
         )
         && a.status() == 0;
     let timed_out = matches!(
@@ -124,7 +155,12 @@ pub fn after_error(
     a.transport_error(stale, timed_out, &config, now);
     // The body is fully buffered, so a POST is as replayable as a GET; only a response
     // that already reached the client makes a retry unsafe.
-    let retry = !answered && may_replay(shared, ctx, now);
+    let retry = !answered
+        && if stale {
+            replay_stale(ctx, shared.spin(), now)
+        } else {
+            may_replay(shared, ctx, now)
+        };
     if retry {
         if let Some(a) = ctx.upstream.attempts.last_mut() {
             a.release();
