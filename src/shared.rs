@@ -36,6 +36,8 @@ pub struct Shared {
     pub access_log: AccessLog,
     /// Set on SIGTERM or upgrade: /readyz and the client health path turn unready.
     pub draining: AtomicBool,
+    /// Set once a client listener was seen accepting (see `not_ready_reason`).
+    listening: AtomicBool,
     /// The outcome of the last reload, for /status.
     pub last_reload: Mutex<Option<serde_json::Value>>,
     /// Pingora's server settings as loaded at start, to tell which changes need an upgrade.
@@ -70,6 +72,7 @@ impl Shared {
             metrics,
             access_log,
             draining: AtomicBool::new(false),
+            listening: AtomicBool::new(false),
             last_reload: Mutex::new(None),
             server_yaml,
             config: {
@@ -124,7 +127,19 @@ impl Shared {
     /// every instance sees the same upstreams, so pulling pods out of the balancer would turn
     /// one model's outage into everyone's. Per-model health is [`Shared::model_health`].
     pub fn not_ready_reason(&self) -> Option<String> {
-        self.is_draining().then(|| "draining".into())
+        if self.is_draining() {
+            return Some("draining".into());
+        }
+        // Pingora starts services without waiting for one another's listeners, so the admin
+        // port can answer before the client port is bound: until it is seen listening (once
+        // per process), the instance is not ready.
+        if !self.listening.load(Ordering::Relaxed) {
+            if !self.config().listen.iter().any(|l| accepts(&l.addr)) {
+                return Some("the client port is not listening yet".into());
+            }
+            self.listening.store(true, Ordering::Relaxed);
+        }
+        None
     }
 
     /// Each model, and whether at least one of its deployments is healthy.
@@ -145,5 +160,62 @@ impl Shared {
             .collect();
         models.sort();
         models
+    }
+}
+
+/// Whether some socket listens on `addr`'s port, read from the kernel's socket tables
+/// (`ss -ltn` does the same): a probe connection would be a client connection, counted and
+/// capped like any other. Where there is no `/proc` the answer is yes, as before this check.
+fn accepts(addr: &str) -> bool {
+    let Ok(port) = addr.parse::<std::net::SocketAddr>().map(|a| a.port()) else {
+        return false;
+    };
+    let tables: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect();
+    tables.is_empty() || tables.iter().any(|t| listens_on(t, port))
+}
+
+/// Whether a `/proc/net/tcp` table has a socket in state LISTEN (`0A`) on `port`.
+fn listens_on(table: &str, port: u16) -> bool {
+    let port = format!(":{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        let (Some(local), Some(_remote), Some(state)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return false;
+        };
+        state == "0A" && local.ends_with(&port)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn not_ready_until_the_client_port_accepts() {
+        // A port that nothing holds once the probe listener is dropped.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let yaml = format!(
+            "listen: 0.0.0.0:{port}\ntenants: [{{name: t, api_keys: [k]}}]\n\
+             pools: [{{name: p, kind: standard, deployments: [{{name: d, endpoint: 'http://127.0.0.1:9', deployment: m, api_key: k}}]}}]\n\
+             models: {{m: [p]}}\naccess_log: 'off'\n"
+        );
+        let loaded =
+            crate::config::parse(&yaml, std::path::Path::new("t.yaml"), &|_| None, None).unwrap();
+        let shared = Shared::new(loaded.config, None, String::new());
+        let why = shared.not_ready_reason().expect("not listening yet");
+        assert!(why.contains("not listening"), "{why}");
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        assert_eq!(shared.not_ready_reason(), None);
+        // Once seen listening, no more probes.
+        drop(listener);
+        assert_eq!(shared.not_ready_reason(), None);
     }
 }
