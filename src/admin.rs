@@ -2,7 +2,7 @@
 //! pool and deployment. Keep it on a private address; with `admin_token`, all but the probes
 //! need the token.
 
-use crate::config::KeyDigest;
+use crate::config::{KeyDigest, UpstreamAuth};
 use crate::shared::Shared;
 use async_trait::async_trait;
 use http::Response;
@@ -53,6 +53,13 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
                     v["deployment"] = d.deployment.clone().into();
                     v["max_inflight"] = d.max_inflight.into();
                     v["capacity_tokens_per_minute"] = d.capacity_tpm.into();
+                    v["auth"] = match &d.auth {
+                        UpstreamAuth::ApiKey(_) => "api_key".into(),
+                        UpstreamAuth::Entra(c) => serde_json::json!({
+                            "credential": c.label(),
+                            "usable": c.authorization(now).is_some(),
+                        }),
+                    };
                     v
                 })
                 .collect();
@@ -75,6 +82,8 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
         "last_reload": *shared.last_reload.lock(),
         "pools": pools,
         "cost": crate::telemetry::spend::status(&config.pools, now),
+        "credentials": config.credentials.iter().map(|c| c.status(now)).collect::<Vec<_>>(),
+        "signing_keys": config.entra_id.as_ref().map(|t| t.keys.status()),
     })
 }
 

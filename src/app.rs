@@ -8,6 +8,7 @@ use crate::ops::fleet::FleetSync;
 use crate::ops::health::HealthChecker;
 use crate::ops::reload::Reloader;
 use crate::ops::signals::DrainingSignals;
+use crate::ops::tokens::TokenRefresher;
 use crate::proxy::Gateway;
 use crate::shared::Shared;
 use pingora::apps::HttpServerOptions;
@@ -73,6 +74,10 @@ pub fn build(loaded: Loaded, opt: Opt, config_path: Option<PathBuf>) -> (Server,
     srv.add_service(background_service(
         "spillway fleet sync",
         FleetSync::new(shared.clone()),
+    ));
+    srv.add_service(background_service(
+        "spillway entra tokens",
+        TokenRefresher::new(shared.clone()),
     ));
     srv.add_service(background_service(
         "spillway config reload",

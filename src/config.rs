@@ -7,14 +7,13 @@ mod env;
 mod error;
 pub mod file;
 mod runtime;
-mod secret;
 pub mod tls;
 
+pub use crate::identity::secret::Secret;
 pub use build::Loaded;
 pub use digest::KeyDigest;
 pub use error::{ConfigError, Problem};
 pub use runtime::*;
-pub use secret::Secret;
 
 use std::path::Path;
 

@@ -139,6 +139,22 @@ impl Shared {
             }
             self.listening.store(true, Ordering::Relaxed);
         }
+        // A fresh instance asks for its tokens and keys at once; until each has had its
+        // answer (a failure counts: routing then passes its deployments over), traffic sent
+        // here would only spill or be refused.
+        let config = self.config();
+        if let Some(c) = config.credentials.iter().find(|c| !c.attempted()) {
+            return Some(format!(
+                "waiting for the first token of credential {}",
+                c.label()
+            ));
+        }
+        if let Some(t) = config.entra_id.as_ref().filter(|t| !t.keys.attempted()) {
+            return Some(format!(
+                "waiting for the signing keys of {}",
+                t.keys.source().url()
+            ));
+        }
         None
     }
 

@@ -5,5 +5,6 @@ pub mod access;
 pub mod cost;
 pub mod edge;
 pub mod fleet;
+pub mod identity;
 pub mod metrics;
 pub mod spend;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Layers from the ground floor up; a module in layer N may use layers 0..N only.
 const LAYERS: &[&[&str]] = &[
-    &["api", "stream"],
+    &["api", "stream", "identity"],
     &["governance"],
     &["routing"],
     &["config"],

@@ -1,8 +1,10 @@
 //! Turns the file's serde structs into the runtime `Config`, collecting every problem.
 
+mod auth;
 mod classes;
 mod clients;
 mod edge;
+mod entra_id;
 mod fleet;
 mod policy;
 mod pools;
@@ -98,10 +100,13 @@ pub fn from_yaml(
     // A tenant new to this process holds 1/expected_members of its budget until the fleet
     // says more; a fleet that is running says so within one exchange.
     let initial_share = fleet.as_ref().map_or(1, |f| f.expected_members);
+    let token_tenants =
+        entra_id::build_entra_id(raw.entra_id, &raw.tenants, lookup, previous, &mut problems);
     let tenants = build_tenants(raw.tenants, lookup, previous, initial_share, &mut problems);
     let sync_window = Duration::from_millis(raw.timeouts.sync_total_ms);
     let governance = build_governance(raw.governance, sync_window, &mut problems);
-    let pools = build_pools(raw.pools, lookup, previous, &mut problems);
+    let mut credentials = auth::Credentials::new(previous);
+    let pools = build_pools(raw.pools, lookup, previous, &mut credentials, &mut problems);
     let classes = classes::build_classes(raw.classes, &mut problems);
     let models = build_models(raw.models, &pools, &mut problems);
     let clients = build_clients(raw.clients, lookup, &mut problems);
@@ -195,8 +200,10 @@ pub fn from_yaml(
             meter_streams: raw.meter_streams.unwrap_or(true),
             client_read_buffer: raw.client_read_buffer_bytes.unwrap_or(16 * 1024),
             tenants,
+            entra_id: token_tenants,
             governance,
             pools,
+            credentials: credentials.into_vec(),
             classes,
             models,
             retry,

@@ -43,6 +43,9 @@ pub struct FileConfig {
     /// Who may call the gateway; each tenant has its own keys.
     #[serde(default)]
     pub tenants: Vec<TenantFile>,
+    /// How tenants' Entra ID tokens are validated; absent: tenants present keys only.
+    #[serde(default)]
+    pub entra_id: Option<EntraIdFile>,
     /// Output-token caps and body limits.
     #[serde(default)]
     pub governance: GovernanceFile,
@@ -302,6 +305,9 @@ pub struct TenantFile {
     /// Keys accepted in `api-key` or `Authorization: Bearer`. `${VAR}` reads the environment.
     #[serde(default)]
     pub api_keys: Vec<String>,
+    /// Entra ID identities whose tokens are this tenant's (needs the top-level `entra_id`).
+    #[serde(default)]
+    pub entra: Option<TenantEntraFile>,
     /// Token budget per minute (prompt + output, estimated at admission, corrected by usage).
     #[serde(default)]
     pub tokens_per_minute: Option<u64>,
@@ -468,6 +474,10 @@ pub struct PoolFile {
     /// What the pool's tokens cost, for the cost metrics and the access log.
     #[serde(default)]
     pub price: Option<PriceFile>,
+    /// How Spillway authenticates to the pool's deployments that set neither `api_key` nor
+    /// `auth` of their own.
+    #[serde(default)]
+    pub auth: Option<AuthFile>,
     /// The deployments.
     #[serde(default)]
     pub deployments: Vec<DeploymentFile>,
@@ -500,8 +510,14 @@ pub struct DeploymentFile {
     pub endpoint: String,
     /// The upstream deployment name that replaces the client's model alias.
     pub deployment: String,
-    /// The deployment's key, sent as `api-key`. `${VAR}` reads the environment.
-    pub api_key: String,
+    /// The deployment's key, sent as `api-key`. `${VAR}` reads the environment. Give this
+    /// or `auth` (here or on the pool).
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// How Spillway authenticates to this deployment, when not with `api_key`; overrides the
+    /// pool's `auth`.
+    #[serde(default)]
+    pub auth: Option<AuthFile>,
     /// Relative share of traffic inside its pool.
     #[serde(default)]
     pub weight: Option<u32>,
@@ -512,6 +528,106 @@ pub struct DeploymentFile {
     /// Spillway predicts utilization from the tokens it sent and spills before Azure's 429.
     #[serde(default)]
     pub capacity_tokens_per_minute: Option<u64>,
+}
+
+/// How Spillway authenticates to a deployment (see README, "Keyless: Microsoft Entra ID").
+/// Every Entra ID source asks for `scope` (default
+/// `https://cognitiveservices.azure.com/.default`); deployments whose `auth` is the same
+/// share one token.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthFile {
+    /// A key sent as `api-key`. `${VAR}` reads the environment.
+    ApiKey { key: String },
+    /// The host's managed identity: Azure's instance metadata service (VMs, scale sets, AKS
+    /// nodes), or the `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` that App Service and
+    /// Container Apps set, which are used when present.
+    ManagedIdentity {
+        /// A user-assigned identity's client id; absent: the system-assigned identity.
+        #[serde(default)]
+        client_id: Option<String>,
+        /// The token endpoint; default: `$IDENTITY_ENDPOINT`, else the metadata service.
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// The App Service / Container Apps secret header; default: `$IDENTITY_HEADER`.
+        /// Given (or set in the environment), `endpoint` is spoken to the App Service way.
+        #[serde(default)]
+        identity_header: Option<String>,
+        #[serde(default)]
+        scope: Option<String>,
+    },
+    /// AKS workload identity: a federated token file exchanged for an Entra ID token. Every
+    /// field defaults to the variable the workload identity webhook sets.
+    WorkloadIdentity {
+        /// Default: `$AZURE_TENANT_ID`.
+        #[serde(default)]
+        tenant_id: Option<String>,
+        /// Default: `$AZURE_CLIENT_ID`.
+        #[serde(default)]
+        client_id: Option<String>,
+        /// Default: `$AZURE_FEDERATED_TOKEN_FILE`; read again for every exchange.
+        #[serde(default)]
+        token_file: Option<String>,
+        /// Default: `$AZURE_AUTHORITY_HOST`, else `https://login.microsoftonline.com/`.
+        #[serde(default)]
+        authority_host: Option<String>,
+        #[serde(default)]
+        scope: Option<String>,
+    },
+    /// A service principal with a client secret.
+    ClientSecret {
+        tenant_id: String,
+        client_id: String,
+        /// `${VAR}` reads the environment.
+        client_secret: String,
+        /// Default: `https://login.microsoftonline.com/`.
+        #[serde(default)]
+        authority_host: Option<String>,
+        #[serde(default)]
+        scope: Option<String>,
+    },
+}
+
+/// Tenants who sign in with Microsoft Entra ID access tokens (`Authorization: Bearer`), as
+/// APIM's `validate-jwt` checks them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntraIdFile {
+    /// The issuer's OpenID configuration, whose `jwks_uri` names the signing keys:
+    /// `https://login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub openid_config: Option<String>,
+    /// The signing keys themselves, instead of `openid_config`.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Accepted `iss` values, exactly. Tokens for Azure OpenAI's audience are v1 tokens:
+    /// `https://sts.windows.net/{tenant}/`; v2 tokens say
+    /// `https://login.microsoftonline.com/{tenant}/v2.0`.
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values; default: `https://cognitiveservices.azure.com`, the audience
+    /// of the tokens Azure OpenAI clients already get.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// How far the token's `exp` and `nbf` may be off this host's clock (default 60).
+    #[serde(default)]
+    pub clock_skew_seconds: Option<u64>,
+    /// How often the signing keys are fetched again (default 60). A token signed by a key
+    /// not yet known triggers one fetch at most every `min_refetch_seconds` (default 300).
+    #[serde(default)]
+    pub refresh_minutes: Option<u64>,
+    #[serde(default)]
+    pub min_refetch_seconds: Option<u64>,
+}
+
+/// The Entra ID identities that are a tenant: a token whose `oid` is one of `object_ids`,
+/// else whose `appid` (`azp` in v2 tokens) is one of `app_ids`, is this tenant's.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TenantEntraFile {
+    #[serde(default)]
+    pub app_ids: Vec<String>,
+    #[serde(default)]
+    pub object_ids: Vec<String>,
 }
 
 /// Replay policy.

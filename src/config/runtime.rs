@@ -12,7 +12,9 @@ use crate::governance::caps::{CapPolicy, OnExceed};
 pub use crate::routing::class::{Class, ClassPolicy, Classes};
 pub use crate::routing::price::Price;
 use crate::routing::state::RoutingPolicy;
-pub use crate::routing::upstreams::{Deployment, Endpoint, Pool, PoolKind, WireValues};
+pub use crate::routing::upstreams::{
+    Deployment, Endpoint, Pool, PoolKind, UpstreamAuth, WireValues,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +32,12 @@ pub struct Config {
     pub meter_streams: bool,
     pub client_read_buffer: usize,
     pub tenants: Tenants,
+    /// How tenants' Entra ID tokens are validated and whose they are; `None`: keys only.
+    pub entra_id: Option<crate::identity::downstream::TokenTenants>,
     pub governance: Governance,
     pub pools: Vec<Pool>,
+    /// The Entra ID credentials the deployments use, one per identity (see `ops::tokens`).
+    pub credentials: Vec<Arc<crate::identity::credential::Credential>>,
     pub classes: Classes,
     pub models: HashMap<String, Arc<Model>>,
     pub retry: Retry,

@@ -4,6 +4,7 @@ use super::*;
 use std::path::Path;
 
 mod classes;
+mod entra;
 mod fleet;
 mod security;
 
@@ -82,8 +83,11 @@ fn good_config_builds() {
     assert!(d.endpoint.tls);
     assert_eq!(d.endpoint.port, 443);
     assert_eq!(d.endpoint.authority, "contoso-eastus.openai.azure.com");
-    assert_eq!(d.wire.api_key.to_str().unwrap(), "eastus-secret");
-    assert!(d.wire.api_key.is_sensitive());
+    let UpstreamAuth::ApiKey(key) = &d.auth else {
+        panic!("an api_key deployment")
+    };
+    assert_eq!(key.to_str().unwrap(), "eastus-secret");
+    assert!(key.is_sensitive());
     let std = &c.pools[1].deployments[0];
     assert_eq!(std.endpoint.authority, "127.0.0.1:8002");
     assert_eq!(c.pools[1].spill_at_utilization, 100.0);
@@ -251,8 +255,11 @@ fn wire_values_are_built_once_and_the_key_is_sensitive() {
     assert_eq!(d.wire.host, "contoso-eastus.openai.azure.com");
     assert_eq!(d.wire.name, "eastus-ptu");
     assert_eq!(d.wire.region, "eastus");
-    assert_eq!(d.wire.api_key, "eastus-secret");
-    assert!(d.wire.api_key.is_sensitive());
+    let UpstreamAuth::ApiKey(key) = &d.auth else {
+        panic!("an api_key deployment")
+    };
+    assert_eq!(key, "eastus-secret");
+    assert!(key.is_sensitive());
     assert!(!format!("{d:?}").contains("eastus-secret"));
 }
 

@@ -1,8 +1,8 @@
 //! Reading a token endpoint's answer: the token and its lifetime, or an error fit for a log line.
 
 use super::http::Response;
+use super::secret::Secret;
 use super::source::{Token, TokenError};
-use crate::config::Secret;
 use serde_json::Value;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

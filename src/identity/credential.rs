@@ -24,9 +24,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// When to refresh a token obtained at `obtained`, and when it stops being usable. Refreshing
 /// at half-life leaves the other half for an endpoint outage to pass before requests fail.
 pub fn schedule(obtained: Instant, lifetime: Duration) -> (Instant, Instant) {
-    let margin = MARGIN.min(lifetime / 10);
-    (obtained + lifetime / 2, obtained + (lifetime - margin))
+    // Issuers count the lifetime in whole seconds from an `iat` rounded down: up to a second
+    // of it may be gone when the answer arrives (seen with the simulator's 3 s tokens).
+    let left = lifetime.saturating_sub(ROUNDING);
+    let margin = MARGIN.min(left / 10);
+    (obtained + left / 2, obtained + (left - margin))
 }
+
+/// How much of a token's stated lifetime may already be gone when it arrives.
+const ROUNDING: Duration = Duration::from_secs(1);
 
 /// The wait before the next attempt after `failures` failures in a row (at least one).
 pub fn backoff(failures: u32) -> Duration {
@@ -121,6 +127,11 @@ impl Credential {
                 reported_usable: None,
             }),
         }
+    }
+
+    /// Where its tokens come from.
+    pub fn source(&self) -> &TokenSource {
+        &self.source
     }
 
     /// For logs, metrics and `/status`.

@@ -2,7 +2,7 @@
 
 use super::answer;
 use super::http::{self, FetchError, Request};
-use crate::config::Secret;
+use super::secret::Secret;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use pingora::connectors::http::Connector;

@@ -6,11 +6,14 @@ use super::ctx::{Admission, RequestBody, RequestCtx};
 use super::read_body::{read_whole_body, ReadBodyError};
 use super::reply::Reply;
 use crate::api::{classify, presented_key, Presented, Shape};
+use crate::config::Tenant;
 use crate::governance::body::JsonBody;
 use crate::governance::budget::{BudgetStore, OverBudget};
 use crate::governance::{caps, prompt};
+use crate::identity::jwt::looks_like_jwt;
 use http::HeaderValue;
 use pingora::proxy::Session;
+use std::sync::Arc;
 use tokio::time::Instant;
 
 /// Longest client-supplied request id that is echoed back and logged.
@@ -43,6 +46,22 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&id).expect("hex digits are a header value")
 }
 
+/// The tenant a presented credential is: an Entra ID token when it looks like one and the
+/// config takes them (noting why one is refused, for the metrics), else a key.
+async fn authenticate(ctx: &mut RequestCtx, presented: &str) -> Option<Arc<Tenant>> {
+    let config = ctx.config.clone();
+    match &config.entra_id {
+        Some(tokens) if looks_like_jwt(presented) => match tokens.authenticate(presented).await {
+            Ok(i) => config.tenants.all().get(i).cloned(),
+            Err(refused) => {
+                ctx.token_refused = Some(refused.as_str());
+                None
+            }
+        },
+        _ => config.tenants.authenticate(presented).cloned(),
+    }
+}
+
 /// JSON, or no content type at all (lenient towards hand-written clients).
 fn is_json(content_type: Option<&[u8]>) -> bool {
     let Some(ct) = content_type else { return true };
@@ -64,7 +83,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Re
     };
     let headers = &req.headers;
     let tenant = match presented_key(headers) {
-        Presented::Key(k) => ctx.config.tenants.authenticate(k).cloned(),
+        Presented::Key(k) => authenticate(ctx, k).await,
         Presented::Conflicting => return Err(Reply::conflicting_credentials()),
         Presented::Missing => None,
     }

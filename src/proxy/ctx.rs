@@ -30,6 +30,8 @@ pub struct RequestCtx {
     pub client: Option<std::net::IpAddr>,
     /// The caller, once its key is checked: logged even when admission then refuses it.
     pub tenant: Option<Arc<Tenant>>,
+    /// Why an Entra ID token was refused, for the metrics (the client only learns 401).
+    pub token_refused: Option<&'static str>,
     /// How long the client took to send its body (not the gateway's time).
     pub body_read: Duration,
     /// Time spent in the gateway before the first upstream attempt.
@@ -134,6 +136,7 @@ impl RequestCtx {
             probe: false,
             client: None,
             tenant: None,
+            token_refused: None,
             body_read: Duration::ZERO,
             overhead: None,
             admission: None,

@@ -62,6 +62,14 @@ pub fn refused(shared: &Shared, ctx: &RequestCtx, reply: &Reply) {
         .client_refusals
         .with_label_values(&["unauthorized"])
         .inc();
+    if let Some(reason) = ctx.token_refused {
+        shared
+            .metrics
+            .identity
+            .token_refusals
+            .with_label_values(&[reason])
+            .inc();
+    }
     let Some(client) = ctx.client else { return };
     let policy = &ctx.config.clients.auth_failures;
     if shared.auth_failures.failed(client, policy, Instant::now()) == Counted::ReachedLimit {

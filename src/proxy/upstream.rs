@@ -5,7 +5,7 @@ use super::attempt::{Attempt, Origin};
 use super::ctx::{RequestBody, RequestCtx};
 use super::hold;
 use crate::api::Shape;
-use crate::config::{Deployment, Model};
+use crate::config::{Deployment, Model, UpstreamAuth};
 use crate::governance::body::Edits;
 use crate::governance::{caps, stream_options};
 use crate::routing::class::Class;
@@ -324,7 +324,18 @@ fn set_upstream_headers(h: &mut http::HeaderMap, d: &Deployment, ctx: &RequestCt
     // The tenant's credential never leaves the gateway (nor any other, see `denylist`); the
     // deployment's replaces it.
     super::denylist::strip(h);
-    h.insert(API_KEY, d.wire.api_key.clone());
+    match &d.auth {
+        UpstreamAuth::ApiKey(key) => {
+            h.insert(API_KEY, key.clone());
+        }
+        // Routing chose `d` because its token was usable (`Deployment::skip_in`); one that
+        // expired in the microseconds since goes without, and Azure's 401 says why.
+        UpstreamAuth::Entra(credential) => {
+            if let Some(token) = credential.authorization(tokio::time::Instant::now()) {
+                h.insert(http::header::AUTHORIZATION, token);
+            }
+        }
+    }
     h.insert(http::header::HOST, d.wire.host.clone());
     match &ctx.upstream.body {
         Some(body) => {

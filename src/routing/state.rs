@@ -70,6 +70,8 @@ pub enum Skip {
     Utilization,
     /// Recently sent tokens predict saturation.
     Predicted,
+    /// Its Entra ID credential has no usable token (see `identity::credential`).
+    NoCredential,
 }
 
 /// How a request's class reads saturation (see `routing::class`): today's latch and window
@@ -93,6 +95,7 @@ impl Skip {
             Skip::Inflight => "inflight",
             Skip::Utilization => "utilization",
             Skip::Predicted => "predicted",
+            Skip::NoCredential => "no_credential",
         }
     }
 

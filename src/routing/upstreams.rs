@@ -4,6 +4,7 @@
 
 use super::price::Price;
 use super::state::{DeploymentState, Gauge, RoutingPolicy, Skip};
+use crate::identity::credential::Credential;
 use http::HeaderValue;
 use std::sync::Arc;
 
@@ -51,6 +52,27 @@ pub struct Deployment {
     /// Shared with the previous config when the same deployment survives a reload.
     pub state: Arc<DeploymentState>,
     pub wire: WireValues,
+    pub auth: UpstreamAuth,
+}
+
+/// How the gateway proves itself to a deployment.
+#[derive(Debug)]
+pub enum UpstreamAuth {
+    /// `api-key`, the deployment's secret, marked sensitive so that no debug print shows it.
+    ApiKey(HeaderValue),
+    /// `Authorization: Bearer`, the current token of a credential that every deployment using
+    /// the same identity shares (refreshed in the background, see `ops::tokens`).
+    Entra(Arc<Credential>),
+}
+
+impl UpstreamAuth {
+    /// The credential behind this auth, when it is an Entra ID one.
+    pub fn credential(&self) -> Option<&Arc<Credential>> {
+        match self {
+            UpstreamAuth::Entra(c) => Some(c),
+            UpstreamAuth::ApiKey(_) => None,
+        }
+    }
 }
 
 /// A deployment's header values, validated and built once per load: the request path
@@ -59,8 +81,6 @@ pub struct Deployment {
 pub struct WireValues {
     /// `Host`: the endpoint's authority.
     pub host: HeaderValue,
-    /// `api-key`, the deployment's secret: marked sensitive, so that no debug print shows it.
-    pub api_key: HeaderValue,
     /// `x-ms-deployment-name`: the deployment's name in this config.
     pub name: HeaderValue,
     /// `x-spillway-region`.
@@ -97,6 +117,11 @@ impl Deployment {
         policy: &RoutingPolicy,
         now: tokio::time::Instant,
     ) -> Option<Skip> {
+        if let UpstreamAuth::Entra(c) = &self.auth {
+            if c.authorization(now).is_none() {
+                return Some(Skip::NoCredential);
+            }
+        }
         self.state.skip_for(
             self.max_inflight,
             pool.spill_at_utilization,
@@ -128,10 +153,10 @@ impl Deployment {
             state: Arc::new(DeploymentState::new()),
             wire: WireValues {
                 host: HeaderValue::from_static("127.0.0.1:9"),
-                api_key: HeaderValue::from_static("k"),
                 name: HeaderValue::from_str(name).unwrap(),
                 region: HeaderValue::from_static("test"),
             },
+            auth: UpstreamAuth::ApiKey(HeaderValue::from_static("k")),
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub spill_decisions: IntCounterVec,
     /// What served requests cost, and the paid hours of provisioned deployments.
     pub cost: super::cost::CostMetrics,
+    /// Entra ID: upstream credentials and refused tenant tokens.
+    pub identity: super::identity::IdentityMetrics,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -294,6 +296,7 @@ impl Default for Metrics {
                 &["class", "reason"],
             ),
             cost: super::cost::CostMetrics::new(&r),
+            identity: super::identity::IdentityMetrics::new(&r),
             registry: r,
         }
     }
@@ -338,6 +341,7 @@ impl Metrics {
                 .set(i64::try_from(s.hold.len()).unwrap_or(i64::MAX));
         }
         self.cost.accrue_config(config, now);
+        self.identity.refresh(config);
     }
 
     /// The text exposition of every metric.

@@ -65,6 +65,13 @@ impl Conf {
         self.push("tenants", entry(name, [("api_keys", strings(keys))]))
     }
 
+    /// Adds a tenant whose callers sign in with Entra ID tokens of these object ids.
+    pub fn token_tenant(self, name: &str, object_ids: &[&str]) -> Conf {
+        let mut entra = Mapping::new();
+        entra.insert("object_ids".into(), strings(object_ids));
+        self.push("tenants", entry(name, [("entra", Value::Mapping(entra))]))
+    }
+
     /// Adds a pool of `kind` (`provisioned` or `standard`) whose deployments are the simulators
     /// `sims`, each named as its simulator and keyed `key-<name>` (what [`super::sim`] expects).
     pub fn pool(self, name: &str, kind: &str, sims: &[(&str, &SimHandle)]) -> Conf {

@@ -168,6 +168,18 @@ impl Gateway {
         }
     }
 
+    /// Waits until `/readyz` says ready (a gateway with Entra ID credentials is ready once
+    /// each has had its first answer).
+    pub async fn wait_readyz(&self) {
+        let url = self.admin_url("/readyz");
+        wait_until(
+            "/readyz to say ready",
+            Duration::from_secs(10),
+            async || client::call("GET", &url, &[], "").await.status == 200,
+        )
+        .await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -62,10 +62,10 @@ pub(super) fn build_tenants(
                 format!("duplicate tenant `{}`", t.name),
             );
         }
-        if t.api_keys.is_empty() {
+        if t.api_keys.is_empty() && t.entra.is_none() {
             problems.push(
                 format!("tenants[{i}].api_keys"),
-                "at least one key is required",
+                "at least one key (or an `entra` identity) is required",
             );
         }
         let mut keys = Vec::new();

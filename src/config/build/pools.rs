@@ -1,8 +1,9 @@
 //! The parts of the file about where requests go: pools, deployments and their endpoints,
 //! and the model aliases that name them.
 
+use super::auth::{api_key, build_auth, Credentials};
 use super::policy::build_caps;
-use super::{expand_secret, Problems};
+use super::Problems;
 use crate::api::{is_alias, Operation, Operations};
 use crate::config::env;
 use crate::config::file::{ModelFile, PoolKindFile};
@@ -29,6 +30,7 @@ pub(super) fn build_pools(
     raw: Vec<crate::config::file::PoolFile>,
     lookup: &dyn Fn(&str) -> Option<String>,
     previous: Option<&Config>,
+    credentials: &mut Credentials,
     problems: &mut Problems,
 ) -> Vec<Pool> {
     if raw.is_empty() {
@@ -71,6 +73,11 @@ pub(super) fn build_pools(
         if p.deployments.is_empty() {
             problems.push(format!("{at}.deployments"), "pool has no deployments");
         }
+        let pool_auth_failed = p.auth.is_some();
+        let pool_auth = p
+            .auth
+            .and_then(|a| build_auth(&format!("{at}.auth"), a, lookup, problems));
+        let pool_auth_failed = pool_auth_failed && pool_auth.is_none();
         let mut deployments = Vec::new();
         for (j, d) in p.deployments.into_iter().enumerate() {
             let at = format!("{at}.deployments[{j}]");
@@ -107,19 +114,30 @@ pub(super) fn build_pools(
                     None
                 }
             };
-            let key = expand_secret(&format!("{at}.api_key"), &d.api_key, lookup, problems);
-            let key_value = key.as_ref().and_then(|k| {
-                let v = header_value(&format!("{at}.api_key"), k.expose(), problems)?;
-                Some(sensitive(v))
-            });
+            let auth = match (d.api_key, d.auth) {
+                (Some(_), Some(_)) => {
+                    problems.push(format!("{at}.auth"), "give `api_key` or `auth`, not both");
+                    None
+                }
+                (Some(key), None) => api_key(&format!("{at}.api_key"), &key, lookup, problems),
+                (None, Some(auth)) => build_auth(&format!("{at}.auth"), auth, lookup, problems),
+                (None, None) => {
+                    if pool_auth.is_none() && !pool_auth_failed {
+                        problems.push(
+                            format!("{at}.api_key"),
+                            "is required, unless the deployment or its pool has `auth`",
+                        );
+                    }
+                    pool_auth.clone()
+                }
+            };
             let region = d.region.unwrap_or_else(|| "unknown".into());
             let region_value = header_value(&format!("{at}.region"), &region, problems);
             let weight = d.weight.unwrap_or(1);
             if weight == 0 {
                 problems.push(format!("{at}.weight"), "must be at least 1");
             }
-            let (Some(endpoint), Some(key_value), Some(region_value)) =
-                (endpoint, key_value, region_value)
+            let (Some(endpoint), Some(auth), Some(region_value)) = (endpoint, auth, region_value)
             else {
                 continue;
             };
@@ -145,10 +163,10 @@ pub(super) fn build_pools(
                 state,
                 wire: WireValues {
                     host: host_value,
-                    api_key: key_value,
                     name: name_value,
                     region: region_value,
                 },
+                auth: credentials.resolve(auth),
             }));
         }
         let capacities_known =
@@ -183,11 +201,6 @@ fn header_value(field: &str, value: &str, problems: &mut Problems) -> Option<Hea
             "must be printable ASCII: it is sent as an HTTP header value",
         );
     }
-    v
-}
-
-fn sensitive(mut v: HeaderValue) -> HeaderValue {
-    v.set_sensitive(true);
     v
 }
 
