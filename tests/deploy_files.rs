@@ -208,3 +208,49 @@ fn the_systemd_unit_validates_and_upgrades() {
     assert!(unit.contains("-u -d -c"));
     assert!(unit.contains("kill -QUIT $MAINPID"));
 }
+
+/// The pods reach Azure OpenAI keyless: the service account names the managed identity, the
+/// pods run as it with the webhook's label, and every pool of the config uses the workload
+/// identity the webhook sets up (with that environment, the config validates).
+#[test]
+fn the_kubernetes_pods_use_workload_identity() {
+    let sa = yaml_docs(&root().join("deploy/k8s/serviceaccount.yaml")).remove(0);
+    assert_eq!(sa["kind"], "ServiceAccount");
+    assert!(sa["metadata"]["annotations"]["azure.workload.identity/client-id"].is_string());
+    let deployment = yaml_docs(&root().join("deploy/k8s/deployment.yaml")).remove(0);
+    let template = &deployment["spec"]["template"];
+    assert_eq!(
+        template["spec"]["serviceAccountName"],
+        sa["metadata"]["name"]
+    );
+    assert_eq!(
+        template["metadata"]["labels"]["azure.workload.identity/use"],
+        "true"
+    );
+    let kustomization =
+        std::fs::read_to_string(root().join("deploy/k8s/kustomization.yaml")).unwrap();
+    assert!(kustomization.contains("- serviceaccount.yaml"));
+    let path = root().join("deploy/k8s/config/spillway.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let webhook = |name: &str| match name {
+        "AZURE_TENANT_ID" => Some("5e100000-0000-4000-8000-00000000e1d0".to_string()),
+        "AZURE_CLIENT_ID" => Some("c1e47000-0000-4000-8000-000000000001".to_string()),
+        "AZURE_FEDERATED_TOKEN_FILE" => {
+            Some("/var/run/secrets/azure/tokens/azure-identity-token".into())
+        }
+        "AZURE_AUTHORITY_HOST" => Some("https://login.microsoftonline.com/".into()),
+        "REDIS_URL" => Some("rediss://:key@fleet.redis.cache.windows.net:6380".into()),
+        other => Some(format!("a-secret-value-for-{other}")),
+    };
+    let config = spillway::config::parse(&text, &path, &webhook, None)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    assert_eq!(
+        config.credentials.len(),
+        1,
+        "one workload identity, one token"
+    );
+    assert!(config
+        .deployments()
+        .all(|(_, d)| d.auth.credential().is_some()));
+}

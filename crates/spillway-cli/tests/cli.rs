@@ -87,10 +87,14 @@ fn the_kubernetes_config_passes_spillway_t() {
         &[
             ("SEARCH_KEY", "k1"),
             ("CHAT_KEY", "k2"),
-            ("AOAI_EASTUS_KEY", "k3"),
-            ("AOAI_WESTUS_KEY", "k4"),
-            ("AOAI_SWEDEN_KEY", "k5"),
             ("ADMIN_TOKEN", "admin-token-0123456789"),
+            // What the AKS workload identity webhook sets (deploy/k8s/serviceaccount.yaml).
+            ("AZURE_TENANT_ID", "5e100000-0000-4000-8000-00000000e1d0"),
+            ("AZURE_CLIENT_ID", "c1e47000-0000-4000-8000-000000000001"),
+            (
+                "AZURE_FEDERATED_TOKEN_FILE",
+                "/var/run/secrets/azure/tokens/azure-identity-token",
+            ),
             (
                 "REDIS_URL",
                 "rediss://:k6@cache.redis.cache.windows.net:6380",
