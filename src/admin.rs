@@ -57,7 +57,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
                         UpstreamAuth::ApiKey(_) => "api_key".into(),
                         UpstreamAuth::Entra(c) => serde_json::json!({
                             "credential": c.label(),
-                            "usable": c.authorization(now).is_some(),
+                            "usable": c.usable(now),
                         }),
                     };
                     v

@@ -153,6 +153,15 @@ impl Credential {
         (now < current.unusable_at).then(|| current.authorization.clone())
     }
 
+    /// Whether a token is usable at `now`: what routing asks of every candidate, without the
+    /// header value's reference count going up and down.
+    pub fn usable(&self, now: Instant) -> bool {
+        self.current
+            .load()
+            .as_ref()
+            .is_some_and(|c| now < c.unusable_at)
+    }
+
     /// When the refresher should next call [`Credential::refresh`]: at once for a new
     /// credential, at half-life after a token was obtained, after [`backoff`] following a
     /// failure (never later than the current token stops being usable).

@@ -118,7 +118,7 @@ impl Deployment {
         now: tokio::time::Instant,
     ) -> Option<Skip> {
         if let UpstreamAuth::Entra(c) = &self.auth {
-            if c.authorization(now).is_none() {
+            if !c.usable(now) {
                 return Some(Skip::NoCredential);
             }
         }

@@ -273,11 +273,16 @@ fn looks_like_jwt_tells_tokens_from_keys() {
         "eyJ.a",
         "eyJ.a.b.c",
         "abc.def.ghi",
-        "eyJ a.b.c",
     ] {
         assert!(!looks_like_jwt(not), "{not}");
     }
-    assert!(!looks_like_jwt("eyJ.a+b.c"));
+    // The shape only: what is in the segments is `validate`'s to refuse.
+    assert!(looks_like_jwt("eyJ.a+b.c"));
+    let iss = issuer();
+    assert_eq!(
+        validate("eyJ.a+b.c", &key_set(&iss), &rules(&iss), now(&iss)).unwrap_err(),
+        Rejected::Malformed
+    );
 }
 
 #[test]
