@@ -87,9 +87,11 @@ impl TokenTenants {
         }
         match self.check(token, &keys, now) {
             Err(Refused::Token(Rejected::UnknownKey)) => {
-                let fresh = self
-                    .keys
-                    .refetch(keys.generation, self.min_refetch)
+                // Boxed: a fetch's future (Pingora's connector inside) is kilobytes, and as
+                // part of admission's future it was copied into every request's boxed
+                // request_filter future: ~11k instructions per request, keys or tokens
+                // (callgrind, bench/run --smoke, lean config: 171.8k against 160.1k).
+                let fresh = Box::pin(self.keys.refetch(keys.generation, self.min_refetch))
                     .await
                     .ok_or(Refused::Token(Rejected::UnknownKey))?;
                 self.check(token, &fresh, now)
