@@ -189,8 +189,9 @@ async fn deployments_with_the_same_identity_share_one_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_that_expires_mid_run_is_refreshed_before_any_request_sees_a_401() {
-    // Three-second tokens: refreshed every second, so a few seconds of traffic spans several.
-    let iss = issuer(Duration::from_secs(3));
+    // Four-second tokens: refreshed every 1.5 s, so a few seconds of traffic spans several,
+    // and a request always carries one with over a second left.
+    let iss = issuer(Duration::from_secs(4));
     let aoai = entra_sim("ptu-aoai", &iss).await;
     let conf = entra_pool(
         Conf::new(),
@@ -219,7 +220,10 @@ async fn a_token_that_expires_mid_run_is_refreshed_before_any_request_sees_a_401
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_outage_serves_on_the_cached_token_then_spills_with_no_client_failure() {
-    let iss = issuer(Duration::from_secs(3));
+    // Ten-second tokens: the last requests on the cached token reach the upstream up to 0.9 s
+    // before it expires (a tenth of what is left), slack for a loaded CI machine; with 3 s
+    // tokens (0.2 s) one such request once arrived late and was refused.
+    let iss = issuer(Duration::from_secs(10));
     let ptu = entra_sim("ptu-aoai", &iss).await;
     let standard = sim("std-west", spillway_sim::SimMode::Unlimited).await;
     let conf = entra_pool(
