@@ -110,8 +110,7 @@ impl fmt::Debug for Credential {
 
 impl Credential {
     pub fn new(source: TokenSource, scope: String) -> Self {
-        // The scope is part of what is cached: the same identity gets other tokens for another.
-        let identity = serde_json::json!([source.identity(), scope]).to_string();
+        let identity = Self::identity_of(&source, &scope);
         Credential {
             label: source.label(),
             identity,
@@ -137,6 +136,12 @@ impl Credential {
     /// For logs, metrics and `/status`.
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// What [`Credential::identity`] would be for `source` and `scope`, without building one.
+    /// The scope is part of it: the same identity gets other tokens for another scope.
+    pub fn identity_of(source: &TokenSource, scope: &str) -> String {
+        serde_json::json!([source.identity(), scope]).to_string()
     }
 
     /// Equal for credentials that can share one cache: the source's identity and the scope.

@@ -289,9 +289,7 @@ impl Credentials {
             AuthSpec::ApiKey(v) => return UpstreamAuth::ApiKey(v),
             AuthSpec::Entra(source, scope) => (source, scope),
         };
-        let identity = Credential::new(source.clone(), scope.clone())
-            .identity()
-            .to_string();
+        let identity = Credential::identity_of(&source, &scope);
         if let Some(c) = self.new.get(&identity) {
             return UpstreamAuth::Entra(c.clone());
         }
