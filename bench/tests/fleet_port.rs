@@ -119,7 +119,8 @@ fn outgoing(rng: &mut fastrand::Rng, me: &Member, round: u64) -> Outgoing {
                     admitted: rng.u64(1..50_000),
                     unsynced: 0,
                     // Far apart, so that the millisecond by which Redis's key clock and the
-                    // script's TIME may differ never decides whether a deadline is extended.
+                    // script's TIME may differ never decides whether a deadline is extended
+                    // (and offset per member in `exchange_with`).
                     cooldown_ms: [0, 0, 0, 700, 3_000][rng.usize(..5)],
                     ejection_ms: [0, 0, 0, 0, 900, 4_000][rng.usize(..6)],
                     reading: rng.bool().then(|| (rng.u32(..1_000), rng.u64(..200))),
@@ -338,6 +339,18 @@ impl Fleet {
     ) -> Result<(), String> {
         let me = self.members.entry(id).or_default();
         let mut out = outgoing(&mut self.rng, me, round);
+        // Each member's deadlines are its own, 50 ms from any other's: two members asking for
+        // the same one within the millisecond by which Redis's key clock and the script's
+        // TIME may differ made whether it was extended a coin toss (CI once saw the port
+        // issue a SET the script did not).
+        let apart = 50 * u64::from(id.as_bytes().last().map_or(0, |b| b.saturating_sub(b'a')));
+        for (_, news) in &mut out.deployments {
+            for ms in [&mut news.cooldown_ms, &mut news.ejection_ms] {
+                if *ms > 0 {
+                    *ms += apart;
+                }
+            }
+        }
         change(&mut out);
         let leases = exchange(
             &mut self.con,
