@@ -284,24 +284,34 @@ fn check_addr(field: &str, addr: &str, problems: &mut Problems) {
     }
 }
 
+/// `value` with every `${VAR}` read through `lookup`; a missing variable is a problem at
+/// `field` that names it (never a value).
+pub(super) fn expand_value(
+    field: &str,
+    value: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<String> {
+    env::expand(value, lookup)
+        .map_err(|missing| {
+            problems.push(
+                field,
+                format!("environment variable {} is not set", missing.join(", ")),
+            )
+        })
+        .ok()
+}
+
 pub(super) fn expand_secret(
     field: &str,
     value: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> Option<Secret> {
-    match env::expand(value, lookup) {
-        Ok(v) if v.is_empty() => {
-            problems.push(field, "is empty");
-            None
-        }
-        Ok(v) => Some(Secret::new(v)),
-        Err(missing) => {
-            problems.push(
-                field,
-                format!("environment variable {} is not set", missing.join(", ")),
-            );
-            None
-        }
+    let v = expand_value(field, value, lookup, problems)?;
+    if v.is_empty() {
+        problems.push(field, "is empty");
+        return None;
     }
+    Some(Secret::new(v))
 }

@@ -6,7 +6,7 @@ use super::ctx::{Admission, RequestBody, RequestCtx};
 use super::read_body::{read_whole_body, ReadBodyError};
 use super::reply::Reply;
 use crate::api::{classify, presented_key, Presented, Shape};
-use crate::config::Tenant;
+use crate::config::{Config, Tenant};
 use crate::governance::body::JsonBody;
 use crate::governance::budget::{BudgetStore, OverBudget};
 use crate::governance::{caps, prompt};
@@ -47,18 +47,17 @@ fn new_request_id() -> HeaderValue {
 }
 
 /// The tenant a presented credential is: an Entra ID token when it looks like one and the
-/// config takes them (noting why one is refused, for the metrics), else a key.
-async fn authenticate(ctx: &mut RequestCtx, presented: &str) -> Option<Arc<Tenant>> {
-    let config = ctx.config.clone();
+/// config takes them, else a key. `Err` carries why a token was refused, for the metrics.
+async fn authenticate(
+    config: &Config,
+    presented: &str,
+) -> Result<Arc<Tenant>, Option<&'static str>> {
     match &config.entra_id {
         Some(tokens) if looks_like_jwt(presented) => match tokens.authenticate(presented).await {
-            Ok(i) => config.tenants.all().get(i).cloned(),
-            Err(refused) => {
-                ctx.token_refused = Some(refused.as_str());
-                None
-            }
+            Ok(i) => config.tenants.all().get(i).cloned().ok_or(None),
+            Err(refused) => Err(Some(refused.as_str())),
         },
-        _ => config.tenants.authenticate(presented).cloned(),
+        _ => config.tenants.authenticate(presented).cloned().ok_or(None),
     }
 }
 
@@ -82,12 +81,16 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Re
         return Err(Reply::not_found());
     };
     let headers = &req.headers;
-    let tenant = match presented_key(headers) {
-        Presented::Key(k) => authenticate(ctx, k).await,
+    let found = match presented_key(headers) {
+        // The config is borrowed, not cloned: an `Arc` count up and down per request saved.
+        Presented::Key(k) => authenticate(&ctx.config, k).await,
         Presented::Conflicting => return Err(Reply::conflicting_credentials()),
-        Presented::Missing => None,
-    }
-    .ok_or_else(Reply::unauthorized)?;
+        Presented::Missing => Err(None),
+    };
+    let tenant = found.map_err(|refused| {
+        ctx.token_refused = refused;
+        Reply::unauthorized()
+    })?;
     ctx.tenant = Some(tenant.clone());
     // The v1 shape names the model in the body, so its body is always parsed.
     let parse = route.operation.is_generation() || route.shape == Shape::V1;

@@ -1,8 +1,7 @@
 //! The parts of the file about credentials: how Spillway authenticates to each deployment
 //! (a key, or an Entra ID identity whose token all deployments using it share).
 
-use super::{expand_secret, Problems};
-use crate::config::env;
+use super::{expand_secret, expand_value, Problems};
 use crate::config::file::AuthFile;
 use crate::config::runtime::*;
 use crate::identity::credential::Credential;
@@ -47,20 +46,12 @@ pub(super) fn build_auth(
             problems.push(field(name), why);
             return None;
         };
-        match env::expand(&raw, lookup) {
-            Ok(v) if v.trim().is_empty() => {
-                problems.push(field(name), "is empty");
-                None
-            }
-            Ok(v) => Some(v.trim().to_string()),
-            Err(missing) => {
-                problems.push(
-                    field(name),
-                    format!("environment variable {} is not set", missing.join(", ")),
-                );
-                None
-            }
+        let v = expand_value(&field(name), &raw, lookup, problems)?;
+        if v.trim().is_empty() {
+            problems.push(field(name), "is empty");
+            return None;
         }
+        Some(v.trim().to_string())
     };
     match raw {
         AuthFile::ApiKey { key } => api_key(&field("key"), &key, lookup, problems),

@@ -1,8 +1,7 @@
 //! The parts of the file about tenants who sign in with Entra ID tokens: the issuer's keys,
 //! the rules a token must meet, and which identities are which tenant.
 
-use super::Problems;
-use crate::config::env;
+use super::{expand_value, Problems};
 use crate::config::file::{EntraIdFile, TenantFile};
 use crate::config::runtime::Config;
 use crate::identity::downstream::TokenTenants;
@@ -57,16 +56,8 @@ pub(super) fn build_entra_id(
     }
     let mut raw = raw?;
     // The tenant id is often the one in the environment (AZURE_TENANT_ID).
-    let mut expand = |field: &str, v: String| match env::expand(&v, lookup) {
-        Ok(v) => v,
-        Err(missing) => {
-            problems.push(
-                field,
-                format!("environment variable {} is not set", missing.join(", ")),
-            );
-            v
-        }
-    };
+    let mut expand =
+        |field: &str, v: String| expand_value(field, &v, lookup, problems).unwrap_or(v);
     raw.openid_config = raw
         .openid_config
         .map(|v| expand("entra_id.openid_config", v));
